@@ -1,0 +1,56 @@
+"""FastAPI dependencies that authenticate a request and check its scope."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from orderdesk.auth.services import (
+    KeyPrincipal,
+    Principal,
+    SecretPrincipal,
+    authenticate_key,
+    hash_secret,
+)
+from orderdesk.errors import Forbidden, Unauthorized
+from orderdesk.http import get_session
+
+DbSession = Annotated[Session, Depends(get_session)]
+
+
+def request_kind(request: Request) -> str:
+    return "read" if request.method in ("GET", "HEAD") else "write"
+
+
+def get_principal(request: Request, session: DbSession) -> Principal:
+    """Authenticate by X-API-KEY, or else by an order's client secret in Authorization."""
+    api_key = request.headers.get("x-api-key")
+    if api_key:
+        principal = authenticate_key(session, request.app.state.settings, api_key.strip())
+        request.app.state.rate_limiter.hit(principal.project_id, request_kind(request))
+        return principal
+    secret = request.headers.get("authorization")
+    if secret:
+        return SecretPrincipal(hash_secret(secret.strip()))
+    raise Unauthorized(
+        "The request has no credentials. Send an API key in the X-API-KEY header."
+    )
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def require_key_scope(principal: Principal, scope: str) -> KeyPrincipal:
+    """Require a server key holding `scope` (client secrets never pass)."""
+    if isinstance(principal, SecretPrincipal):
+        raise Forbidden(
+            f"This request requires an API key with the {scope} scope; a client "
+            "secret cannot make it."
+        )
+    if scope not in principal.scopes:
+        raise Forbidden(
+            f"The API key lacks the {scope} scope. Create a key with --scopes {scope}."
+        )
+    return principal

@@ -1,0 +1,8 @@
+"""API key scopes. A scope never implies another."""
+
+PUBLIC_SCOPES = ("orders.create", "orders.read", "orders.update")
+OPERATOR_SCOPES = ("orders.fulfill", "refunds.review", "webhooks.manage")
+ALL_SCOPES = PUBLIC_SCOPES + OPERATOR_SCOPES
+
+# What an order's client secret may do, on that order only.
+CLIENT_SECRET_SCOPES = frozenset({"orders.read", "orders.update"})

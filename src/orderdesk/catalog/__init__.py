@@ -1,0 +1,1 @@
+"""Product locators, the catalog, pricing and sales tax."""

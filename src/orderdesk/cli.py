@@ -1,0 +1,203 @@
+"""The orderdesk command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from orderdesk.config import load_settings
+
+app = typer.Typer(help="orderdesk: order management for headless checkout.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+catalog_app = typer.Typer(help="Import and list catalog products.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(catalog_app, name="catalog")
+
+console = Console(stderr=True)
+
+
+def _runtime():  # type: ignore[no-untyped-def]
+    from orderdesk.logs import configure_logging
+    from orderdesk.runtime import Runtime
+
+    settings = load_settings()
+    configure_logging(settings)
+    runtime = Runtime.build(settings)
+    runtime.start()
+    return runtime
+
+
+def fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
+    demo: Annotated[bool, typer.Option(help="Seed a demo project, the sample catalog and a key with every scope.")] = False,
+    worker: Annotated[bool, typer.Option(help="Run the job worker in this process.")] = True,
+    workers: Annotated[int, typer.Option(help="Number of API processes (PostgreSQL only).")] = 1,
+) -> None:
+    """Run the HTTP API (and, unless --no-worker, the job worker)."""
+    import uvicorn
+
+    from orderdesk.app import create_app
+    from orderdesk.runtime import Runtime
+
+    settings = load_settings()
+    runtime = Runtime.build(settings)
+    runtime.start()
+    if demo:
+        from orderdesk.demo_seed import seed_demo
+
+        key = seed_demo(runtime)
+        console.print(f"Demo project ready at http://{host}:{port} with every scope.")
+        console.print("API key (shown once):")
+        print(key, flush=True)
+    application = create_app(runtime=runtime, run_worker=worker)
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command("worker")
+def run_worker() -> None:
+    """Run the job worker until interrupted."""
+    import signal
+
+    from orderdesk.jobs.worker import Worker
+
+    runtime = _runtime()
+    job_worker = Worker(runtime)
+    signal.signal(signal.SIGTERM, lambda *_: job_worker.stop())
+    try:
+        job_worker.run_forever()
+    except KeyboardInterrupt:
+        job_worker.stop()
+    finally:
+        runtime.close()
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations up to the latest."""
+    runtime = _runtime()
+    runtime.close()
+    console.print("database is up to date")
+
+
+@keys_app.command("create")
+def keys_create(
+    project: Annotated[str, typer.Option(help="Project name; created if it does not exist.")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated scopes, e.g. orders.create,orders.read.")],
+    name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
+) -> None:
+    """Create an API key. The key is printed once, as the last line."""
+    from orderdesk.auth.services import create_api_key, get_or_create_project, parse_scopes
+    from orderdesk.errors import OrderDeskError
+
+    runtime = _runtime()
+    try:
+        with runtime.session_factory() as session, session.begin():
+            owner = get_or_create_project(session, runtime.settings, project)
+            key, value = create_api_key(
+                session, owner, runtime.settings.environment, parse_scopes(scopes), name
+            )
+    except OrderDeskError as exc:
+        fail(exc.message)
+    finally:
+        runtime.close()
+    console.print(f"created key {key.id} for project {project!r} with scopes {key.scopes}")
+    console.print("Store it now: it is not shown again.")
+    print(value, flush=True)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="The key id or the full key.")]) -> None:
+    """Revoke an API key; requests with it get 401 from then on."""
+    from orderdesk.auth.services import revoke_api_key
+    from orderdesk.errors import OrderDeskError
+
+    runtime = _runtime()
+    try:
+        with runtime.session_factory() as session, session.begin():
+            revoked = revoke_api_key(session, key)
+            key_id = revoked.id
+    except OrderDeskError as exc:
+        fail(exc.message)
+    finally:
+        runtime.close()
+    console.print(f"revoked key {key_id}")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (never their values)."""
+    from orderdesk.auth.services import list_api_keys
+
+    runtime = _runtime()
+    with runtime.session_factory() as session:
+        for key in list_api_keys(session):
+            state = "revoked" if key.revoked_at else "active"
+            print(f"{key.id}  {key.display_prefix}…  {state}  {key.scopes}")
+    runtime.close()
+
+
+@catalog_app.command("import")
+def catalog_import(path: Annotated[Path, typer.Argument(help="CSV or JSON catalog file.")]) -> None:
+    """Insert or update catalog products from a CSV or JSON file."""
+    from orderdesk.catalog.services import import_rows, read_catalog_file
+    from orderdesk.errors import OrderDeskError
+
+    if not path.is_file():
+        fail(f"{path} does not exist or is not a file.")
+    runtime = _runtime()
+    try:
+        with runtime.session_factory() as session, session.begin():
+            result = import_rows(session, read_catalog_file(path))
+    except (OrderDeskError, ValueError) as exc:
+        fail(getattr(exc, "message", str(exc)))
+    finally:
+        runtime.close()
+    console.print(f"imported {result.created} new and {result.updated} updated products")
+
+
+@catalog_app.command("list")
+def catalog_list() -> None:
+    """List catalog products."""
+    from orderdesk.catalog.services import list_products
+
+    runtime = _runtime()
+    with runtime.session_factory() as session:
+        for product in list_products(session):
+            print(f"{product.locator}  {product.price} USD  stock {product.stock}  {product.name}")
+    runtime.close()
+
+
+@app.command()
+def demo(
+    base_url: Annotated[str, typer.Option(help="Where orderdesk serve listens.")] = "http://127.0.0.1:8000",
+    api_key: Annotated[str | None, typer.Option(help="A key with every scope (printed by serve --demo).", envvar="ORDERDESK_API_KEY")] = None,
+) -> None:
+    """Run the main job over HTTP: order, pay, ship, track, refund."""
+    from orderdesk.demo import DemoFailed, run_demo
+
+    if not api_key:
+        fail("Pass --api-key (the key printed by: orderdesk serve --demo).")
+    try:
+        run_demo(base_url.rstrip("/"), api_key)
+    except DemoFailed as exc:
+        fail(str(exc))
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,182 @@
+"""`orderdesk demo`: the main job over HTTP, as an integration would run it."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from eth_account import Account
+from rich.console import Console
+
+console = Console()
+
+DEMO_ITEMS = [
+    {"productLocator": "amazon:B08N5WRWNW", "quantity": 2},
+    {"productLocator": "shopify:https://lumen-home.myshopify.com/products/soy-candle:39990001112234"},
+]
+DEMO_RECIPIENT = {
+    "email": "jordan.lee@example.com",
+    "physicalAddress": {
+        "name": "Jordan Lee",
+        "line1": "350 Fifth Avenue",
+        "line2": "Suite 4100",
+        "city": "New York",
+        "state": "NY",
+        "postalCode": "10118",
+        "country": "US",
+    },
+}
+ERC20_TRANSFER_ABI = [
+    {
+        "name": "transfer",
+        "type": "function",
+        "stateMutability": "nonpayable",
+        "inputs": [{"name": "to", "type": "address"}, {"name": "amount", "type": "uint256"}],
+        "outputs": [{"name": "", "type": "bool"}],
+    }
+]
+
+
+class DemoFailed(Exception):
+    pass
+
+
+class DemoClient:
+    def __init__(self, base_url: str, api_key: str) -> None:
+        self.http = httpx.Client(base_url=base_url, headers={"X-API-KEY": api_key}, timeout=30)
+
+    def call(self, method: str, path: str, expected: int, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise DemoFailed(f"{method} {path} failed: {exc}") from exc
+        if response.status_code != expected:
+            raise DemoFailed(
+                f"{method} {path} answered {response.status_code}, expected {expected}: "
+                f"{response.text[:500]}"
+            )
+        return response.json()
+
+
+def step(title: str) -> None:
+    console.print(f"\n[bold]== {title}[/bold]")
+
+
+def show(data: Any) -> None:
+    console.print_json(json.dumps(data))
+
+
+def run_demo(base_url: str, api_key: str) -> None:
+    client = DemoClient(base_url, api_key)
+    wallet = Account.create()
+    step(f"Fund a fresh devnet wallet {wallet.address}")
+    show(client.call("POST", "/devnet/faucet", 200, json={"address": wallet.address, "usdc": "500"}))
+
+    step("Create an order for two catalog products")
+    created = client.call(
+        "POST",
+        "/api/2022-06-09/orders",
+        201,
+        json={
+            "recipient": DEMO_RECIPIENT,
+            "payment": {"method": "devnet", "currency": "usdc", "payerAddress": wallet.address},
+            "lineItems": DEMO_ITEMS,
+        },
+    )
+    order = created["order"]
+    order_id = order["orderId"]
+    console.print(f"order {order_id}: quote {order['quote']['status']}, total "
+                  f"{order['quote']['totalPrice']['amount']} USDC, payment {order['payment']['status']}")
+    if order["payment"]["status"] != "awaiting-payment":
+        raise DemoFailed(f"expected payment awaiting-payment, got {order['payment']['status']}")
+
+    step("Sign the prepared transfer and send it through /devnet/rpc")
+    tx_id = _pay(client, base_url, wallet, order)
+    console.print(f"sent {tx_id}")
+    paid = client.call(
+        "POST", f"/api/2022-06-09/orders/{order_id}/payment", 200,
+        json={"type": "crypto-tx-id", "txId": tx_id},
+    )
+    paid = _wait_for_payment(client, order_id, paid)
+    console.print(f"payment {paid['payment']['status']}, phase {paid['phase']}")
+
+    step("Record a shipment and its tracking events")
+    package = client.call(
+        "POST", f"/api/unstable/orders/{order_id}/shipments", 201,
+        json={"carrierName": "UPS", "carrierTrackingNumber": "1Z 999 AA1 01 2345 6784", "lineItems": [0, 1]},
+    )
+    now = datetime.now(UTC)
+    for status, when in (("shipped", now - timedelta(days=2)), ("delivered", now - timedelta(hours=3))):
+        client.call(
+            "POST", f"/api/unstable/orders/{order_id}/shipments/{package['packageId']}/events", 201,
+            json={"status": status, "occurredAt": when.isoformat(), "location": "New York, NY"},
+        )
+
+    step("Tracking")
+    tracking = client.call("GET", f"/api/unstable/orders/{order_id}/tracking", 200)
+    show(tracking)
+    if [entry["status"] for entry in tracking] != ["delivered"]:
+        raise DemoFailed(f"expected one delivered package, got {tracking}")
+
+    step("Request a refund for line item 0")
+    refund = client.call(
+        "POST", f"/api/unstable/orders/{order_id}/refunds", 201,
+        json={"lineItem": 0, "reason": "The bottle arrived dented."},
+    )
+    show(refund)
+
+    step("Refunds of the order")
+    show(client.call("GET", f"/api/unstable/orders/{order_id}/refunds", 200))
+    console.print("\n[green]demo finished: every step answered as expected[/green]")
+
+
+def _pay(client: DemoClient, base_url: str, wallet: Any, order: dict[str, Any]) -> str:
+    """Sign the server's prepared transaction with the wallet and broadcast it."""
+    import rlp
+    from eth_account.typed_transactions import TypedTransaction
+
+    prepared = order["payment"].get("preparation")
+    if not prepared:
+        raise DemoFailed("the order has no payment.preparation to sign")
+    raw = bytes.fromhex(prepared["serializedTransaction"][2:])
+    if raw[0] != 2:
+        raise DemoFailed("payment.preparation.serializedTransaction is not an EIP-1559 transaction")
+    fields = rlp.decode(raw[1:])
+    chain_id, nonce, tip, max_fee, gas, to, value, data = (fields[i] for i in range(8))
+    transaction = {
+        "type": 2,
+        "chainId": int.from_bytes(chain_id, "big"),
+        "nonce": int.from_bytes(nonce, "big"),
+        "maxPriorityFeePerGas": int.from_bytes(tip, "big"),
+        "maxFeePerGas": int.from_bytes(max_fee, "big"),
+        "gas": int.from_bytes(gas, "big"),
+        "to": "0x" + to.hex(),
+        "value": int.from_bytes(value, "big"),
+        "data": "0x" + data.hex(),
+        "accessList": [],
+    }
+    TypedTransaction.from_dict(transaction)  # raises if the fields are not a valid type 2
+    signed = wallet.sign_transaction(transaction)
+    answer = client.call(
+        "POST", "/devnet/rpc", 200,
+        json={"jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransaction",
+              "params": ["0x" + signed.raw_transaction.hex()]},
+    )
+    if "result" not in answer:
+        raise DemoFailed(f"eth_sendRawTransaction failed: {answer}")
+    return str(answer["result"])
+
+
+def _wait_for_payment(client: DemoClient, order_id: str, order: dict[str, Any]) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while order["payment"]["status"] != "completed":
+        if order["payment"].get("failureReason"):
+            raise DemoFailed(f"payment failed: {order['payment']['failureReason']}")
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"payment still {order['payment']['status']} after 60 s")
+        time.sleep(0.5)
+        order = client.call("GET", f"/api/2022-06-09/orders/{order_id}", 200)
+    return order

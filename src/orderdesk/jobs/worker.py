@@ -1,0 +1,167 @@
+"""The worker loop: claim due jobs, run their handlers, retry with backoff."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import threading
+import traceback
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from orderdesk.db.base import utcnow
+from orderdesk.jobs.models import Job
+from orderdesk.jobs.registry import HANDLERS, JobContext, RetryLater
+
+if TYPE_CHECKING:
+    from orderdesk.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+# How long a claim lasts. A worker killed mid-job leaves it claimed this long.
+LEASE_SECONDS = 60
+MAX_BACKOFF_SECONDS = 3600
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Exponential backoff with jitter: about 2, 4, 8 ... seconds, capped at an hour."""
+    base = min(MAX_BACKOFF_SECONDS, 2.0**attempt)
+    return base * random.uniform(0.75, 1.25)  # noqa: S311 - jitter, not security
+
+
+class Worker:
+    def __init__(self, runtime: Runtime, *, name: str | None = None, batch: int = 10) -> None:
+        self.runtime = runtime
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.batch = batch
+        self.stopping = threading.Event()
+
+    def run_forever(self) -> None:
+        log.info("worker_started", worker=self.name)
+        listener = self.runtime.job_listener()
+        try:
+            while not self.stopping.is_set():
+                ran = self.run_once()
+                if ran == 0:
+                    listener.wait(self.runtime.settings.worker_poll_seconds)
+        finally:
+            listener.close()
+            log.info("worker_stopped", worker=self.name)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.runtime.wake.set()
+
+    def run_once(self) -> int:
+        """Claim and run one batch of due jobs; return how many ran."""
+        job_ids = self._claim()
+        for job_id in job_ids:
+            if self.stopping.is_set():
+                break
+            self._run(job_id)
+        return len(job_ids)
+
+    def run_until_idle(self, max_rounds: int = 1000) -> int:
+        """Run due jobs until none is due (for tests and the CLI); return the count."""
+        total = 0
+        for _ in range(max_rounds):
+            ran = self.run_once()
+            total += ran
+            if ran == 0:
+                break
+        return total
+
+    def _claim(self) -> list[int]:
+        factory = self.runtime.session_factory
+        with factory() as session, session.begin():
+            now = utcnow()
+            query = (
+                select(Job.id)
+                .where(
+                    Job.run_at <= now,
+                    or_(
+                        Job.status == "queued",
+                        (Job.status == "running") & (Job.locked_until < now),
+                    ),
+                )
+                .order_by(Job.run_at, Job.id)
+                .limit(self.batch)
+            )
+            if session.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            ids = list(session.scalars(query))
+            if ids:
+                session.execute(
+                    update(Job)
+                    .where(Job.id.in_(ids))
+                    .values(
+                        status="running",
+                        locked_by=self.name,
+                        locked_until=now + timedelta(seconds=LEASE_SECONDS),
+                        attempts=Job.attempts + 1,
+                        updated_at=now,
+                    )
+                )
+            return ids
+
+    def _run(self, job_id: int) -> None:
+        factory = self.runtime.session_factory
+        session: Session = factory()
+        try:
+            job = session.get(Job, job_id)
+            if job is None or job.locked_by != self.name or job.status != "running":
+                session.rollback()
+                return
+            handler = HANDLERS.get(job.kind)
+            if handler is None:
+                raise LookupError(f"no handler is registered for job kind {job.kind!r}")
+            context = JobContext(runtime=self.runtime, job_id=job.id, attempt=job.attempts)
+            handler(context, session, dict(job.payload))
+            job.status = "done"
+            job.locked_by = None
+            job.locked_until = None
+            job.last_error = None
+            job.updated_at = utcnow()
+            session.commit()
+        except RetryLater as retry:
+            session.rollback()
+            self._reschedule(job_id, retry.delay_seconds, retry.reason, count_attempt=False)
+        except Exception as exc:
+            session.rollback()
+            log.warning("job_failed_attempt", job_id=job_id, error=repr(exc))
+            self._reschedule(job_id, None, _short_traceback(exc), count_attempt=True)
+        finally:
+            session.close()
+
+    def _reschedule(
+        self, job_id: int, delay: float | None, error: str, *, count_attempt: bool
+    ) -> None:
+        factory = self.runtime.session_factory
+        with factory() as session, session.begin():
+            job = session.get(Job, job_id)
+            if job is None or job.locked_by != self.name:
+                return
+            now = utcnow()
+            job.locked_by = None
+            job.locked_until = None
+            job.updated_at = now
+            job.last_error = error[:4000] if error else job.last_error
+            if not count_attempt:
+                # A planned re-check is not a failure, so it does not use up attempts.
+                job.attempts = max(0, job.attempts - 1)
+            if count_attempt and job.attempts >= job.max_attempts:
+                job.status = "failed"
+                log.error("job_failed", job_id=job_id, kind=job.kind, attempts=job.attempts)
+                return
+            job.status = "queued"
+            wait = delay if delay is not None else backoff_seconds(job.attempts)
+            job.run_at = now + timedelta(seconds=wait)
+
+
+def _short_traceback(exc: Exception) -> str:
+    return "".join(traceback.format_exception(exc)[-6:])

@@ -1,0 +1,25 @@
+"""Every feature's models, imported so the metadata and migrations see all tables."""
+
+from orderdesk.auth.models import ApiKey, Project
+from orderdesk.catalog.models import Product
+from orderdesk.jobs.models import Job
+from orderdesk.orders.models import LineItem, Order, OrderEvent
+from orderdesk.payments.models import AddressNonce, DevnetJournalEntry
+from orderdesk.refunds.models import IdempotencyRecord, Refund
+from orderdesk.shipping.models import Package, TrackingEvent
+
+__all__ = [
+    "AddressNonce",
+    "ApiKey",
+    "DevnetJournalEntry",
+    "IdempotencyRecord",
+    "Job",
+    "LineItem",
+    "Order",
+    "OrderEvent",
+    "Package",
+    "Product",
+    "Project",
+    "Refund",
+    "TrackingEvent",
+]

@@ -1,0 +1,1 @@
+"""Orders: quotes, create, get, list, edit and phases."""

@@ -1,0 +1,87 @@
+"""Load an order for a request: scope check first, then project or secret match."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+
+from fastapi import Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orderdesk.auth.dependencies import request_kind, require_key_scope
+from orderdesk.auth.scopes import CLIENT_SECRET_SCOPES
+from orderdesk.auth.services import KeyPrincipal, Principal, SecretPrincipal
+from orderdesk.errors import Forbidden, NotFound, Unauthorized
+from orderdesk.orders.models import Order
+
+
+def order_not_found(order_id: str) -> NotFound:
+    return NotFound(
+        f"No order {order_id!r} exists in this project. Check the orderId.",
+        code="order_not_found",
+    )
+
+
+def is_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def load_order(
+    session: Session,
+    principal: Principal,
+    order_id: str,
+    scope: str,
+    *,
+    request: Request | None = None,
+    for_update: bool = False,
+) -> Order:
+    """Return the order the principal may act on with `scope`.
+
+    A key of another project gets 404, like an unknown or malformed id, so ids cannot
+    be probed. A client secret works for its own order only, with read and update.
+    """
+    if isinstance(principal, KeyPrincipal):
+        require_key_scope(principal, scope)
+        order = _get(session, order_id, for_update)
+        if order is None or order.project_id != principal.project_id:
+            raise order_not_found(order_id)
+        return order
+    if scope not in CLIENT_SECRET_SCOPES:
+        require_key_scope(principal, scope)
+    order = _get(session, order_id, for_update)
+    if order is None or not _secret_matches(principal, order):
+        raise Unauthorized(
+            "The client secret in Authorization does not belong to this order. "
+            "Use the clientSecret returned when the order was created.",
+            code="invalid_client_secret",
+        )
+    if request is not None:
+        request.app.state.rate_limiter.hit(order.project_id, request_kind(request))
+    return order
+
+
+def _secret_matches(principal: SecretPrincipal, order: Order) -> bool:
+    return hmac.compare_digest(principal.secret_hash, order.client_secret_hash)
+
+
+def _get(session: Session, order_id: str, for_update: bool) -> Order | None:
+    if not is_uuid(order_id):
+        return None
+    query = select(Order).where(Order.id == order_id)
+    if for_update:
+        query = query.with_for_update()
+    return session.scalar(query)
+
+
+def require_project_key(principal: Principal, scope: str) -> KeyPrincipal:
+    """For routes about no single order (create, list): a server key with `scope`."""
+    if isinstance(principal, SecretPrincipal):
+        raise Forbidden(
+            f"This request requires an API key with the {scope} scope; a client "
+            "secret only works on its own order."
+        )
+    return require_key_scope(principal, scope)

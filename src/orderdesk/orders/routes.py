@@ -1,0 +1,92 @@
+"""Orders API: create, get, list and edit."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from orderdesk.auth.dependencies import CurrentPrincipal, DbSession
+from orderdesk.http import RawBody, check_json_content_type, parse_json_body, raw_json
+from orderdesk.orders import services
+from orderdesk.orders.access import load_order, require_project_key
+from orderdesk.orders.schemas import OrderCreate, OrderUpdate
+from orderdesk.orders.serialization import serialize_order
+
+router = APIRouter(prefix="/api/2022-06-09/orders", tags=["orders"])
+
+
+def get_chains(request: Request) -> Any:
+    return request.app.state.runtime.chains
+
+
+Chains = Annotated[Any, Depends(get_chains)]
+
+
+@router.post("", status_code=201, openapi_extra=raw_json(OrderCreate))
+def create_order(
+    request: Request, raw: RawBody, principal: CurrentPrincipal, session: DbSession, chains: Chains
+) -> JSONResponse:
+    """Create an order and quote it from the catalog."""
+    key = require_project_key(principal, "orders.create")
+    body = parse_json_body(request, OrderCreate, raw)
+    settings = request.app.state.settings
+    order, secret = services.create_order(session, settings, chains, key, body)
+    if secret is None:
+        # A draft is an unsaved preview: it has no id and no client secret.
+        preview = serialize_order(order, chains)
+        preview["orderId"] = None
+        return JSONResponse({"clientSecret": None, "order": preview}, status_code=200)
+    session.commit()
+    return JSONResponse(
+        {"clientSecret": secret, "order": serialize_order(order, chains)}, status_code=201
+    )
+
+
+@router.get("")
+def list_orders(
+    principal: CurrentPrincipal,
+    session: DbSession,
+    chains: Chains,
+    limit: Annotated[int, Query(ge=1, le=services.MAX_PAGE_SIZE)] = services.DEFAULT_PAGE_SIZE,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> dict[str, Any]:
+    """List the project's orders, newest first."""
+    key = require_project_key(principal, "orders.read")
+    page = services.list_orders(session, key.project_id, limit, cursor)
+    return {
+        "data": [serialize_order(order, chains) for order in page.orders],
+        "nextCursor": page.next_cursor,
+        "previousCursor": page.previous_cursor,
+    }
+
+
+@router.get("/{order_id}")
+def get_order(
+    order_id: str, request: Request, principal: CurrentPrincipal, session: DbSession, chains: Chains
+) -> dict[str, Any]:
+    """Return one order."""
+    order = load_order(session, principal, order_id, "orders.read", request=request)
+    return serialize_order(order, chains)
+
+
+@router.patch("/{order_id}", openapi_extra=raw_json(OrderUpdate))
+def update_order(
+    order_id: str,
+    request: Request,
+    raw: RawBody,
+    principal: CurrentPrincipal,
+    session: DbSession,
+    chains: Chains,
+) -> dict[str, Any]:
+    """Change the recipient, payment or locale of an unpaid order, and re-quote it."""
+    order = load_order(
+        session, principal, order_id, "orders.update", request=request, for_update=True
+    )
+    check_json_content_type(request)
+    services.reject_line_items_edit(raw)
+    body = parse_json_body(request, OrderUpdate, raw)
+    services.update_order(session, request.app.state.settings, chains, order, body, principal.actor)
+    session.commit()
+    return serialize_order(order, chains)

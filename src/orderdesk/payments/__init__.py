@@ -1,0 +1,1 @@
+"""Chains, payment verification, payouts and the embedded devnet."""

@@ -1,0 +1,1 @@
+"""Refund requests, their state machine, review and policies."""

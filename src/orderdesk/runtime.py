@@ -1,0 +1,112 @@
+"""Process-wide services: settings, database, chains and the worker's wake-up."""
+
+from __future__ import annotations
+
+import select as select_module
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from orderdesk.config import Settings
+from orderdesk.db.engine import make_engine, make_session_factory
+from orderdesk.jobs.services import NOTIFY_CHANNEL
+
+log = structlog.get_logger(__name__)
+
+
+class JobListener(Protocol):
+    def wait(self, timeout: float) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    wake: threading.Event = field(default_factory=threading.Event)
+    chains: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Runtime:
+        engine = make_engine(settings)
+        runtime = cls(settings, engine, make_session_factory(engine))
+        runtime._wake_on_commit()
+        return runtime
+
+    def start(self, *, migrate: bool = True) -> None:
+        """Apply migrations and connect the chains."""
+        from orderdesk.db.migrate import upgrade
+        from orderdesk.payments.chains import ChainRegistry
+
+        if migrate:
+            upgrade(self.engine)
+        if self.chains is None:
+            self.chains = ChainRegistry.from_settings(self.settings, self.session_factory)
+        import orderdesk.handlers  # noqa: F401 - registers the job handlers
+
+    def close(self) -> None:
+        if self.chains is not None:
+            self.chains.close()
+        self.engine.dispose()
+
+    def _wake_on_commit(self) -> None:
+        # A worker in this process starts on a new job as soon as it is committed.
+        @event.listens_for(self.session_factory, "after_commit")
+        def _after_commit(session: Session) -> None:
+            if session.info.pop("jobs_enqueued", False):
+                self.wake.set()
+
+    def job_listener(self) -> JobListener:
+        if self.engine.dialect.name == "postgresql":
+            try:
+                return _PostgresListener(self)
+            except Exception as exc:  # noqa: BLE001 - polling still works without it
+                log.warning("job_listen_failed", error=repr(exc))
+        return _EventListener(self.wake)
+
+
+class _EventListener:
+    def __init__(self, wake: threading.Event) -> None:
+        self.wake = wake
+
+    def wait(self, timeout: float) -> None:
+        self.wake.wait(timeout)
+        self.wake.clear()
+
+    def close(self) -> None:
+        pass
+
+
+class _PostgresListener:
+    """LISTEN on the jobs channel so workers in other processes wake at once."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        import psycopg
+
+        url = runtime.engine.url.set(drivername="postgresql")
+        self.wake = runtime.wake
+        self.connection = psycopg.connect(
+            url.render_as_string(hide_password=False), autocommit=True
+        )
+        self.connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+
+    def wait(self, timeout: float) -> None:
+        if self.wake.is_set():
+            self.wake.clear()
+            return
+        # Wake on a notification or the poll timeout, whichever comes first.
+        ready, _, _ = select_module.select([self.connection.fileno()], [], [], timeout)
+        if ready:
+            for _ in self.connection.notifies(timeout=0, stop_after=100):
+                pass
+        self.wake.clear()
+
+    def close(self) -> None:
+        self.connection.close()

@@ -1,0 +1,1 @@
+"""Packages, tracking events, the status vocabulary and carrier adapters."""
