@@ -72,12 +72,14 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
     from orderdesk.orders.routes import router as orders_router
     from orderdesk.payments.routes import router as payments_router
     from orderdesk.refunds.routes import router as refunds_router
+    from orderdesk.shipping.carrier_routes import router as carrier_router
     from orderdesk.shipping.routes import router as shipping_router
 
     app.include_router(orders_router)
     app.include_router(payments_router)
     app.include_router(shipping_router)
     app.include_router(refunds_router)
+    app.include_router(carrier_router)
     if settings.devnet_endpoints_enabled:
         from orderdesk.payments.devnet_routes import router as devnet_router
 

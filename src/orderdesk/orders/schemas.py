@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from orderdesk.payments.addresses import validate_address
+from orderdesk.payments.addresses import parse_address
 
 EMAIL = re.compile(r"[^@\s\x00-\x1f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
 LOCALE = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
@@ -105,7 +105,7 @@ class RecipientIn(Strict):
     @field_validator("wallet_address")
     @classmethod
     def _wallet(cls, value: str | None) -> str | None:
-        return None if value is None else validate_address(value)
+        return None if value is None else parse_address(value)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -129,7 +129,7 @@ class PaymentIn(Strict):
     @field_validator("payer_address")
     @classmethod
     def _payer(cls, value: str | None) -> str | None:
-        return None if value is None else validate_address(value)
+        return None if value is None else parse_address(value)
 
 
 class LineItemIn(Strict):
