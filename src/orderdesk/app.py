@@ -6,12 +6,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
 
 from orderdesk import __version__
 from orderdesk.config import Settings, load_settings
 from orderdesk.http import BodyLimitMiddleware, install_error_handlers
 from orderdesk.logs import configure_logging
+from orderdesk.observability import Metrics, RequestContextMiddleware
 from orderdesk.ratelimit import RateLimiter
 from orderdesk.runtime import Runtime
 
@@ -57,13 +60,32 @@ def create_app(
     app.state.runtime = runtime
     app.state.session_factory = runtime.session_factory
     app.state.rate_limiter = RateLimiter(settings)
+    metrics = Metrics()
+    app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     _include_routers(app, settings)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
+        """Answer 200 while the process serves requests."""
         return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> JSONResponse:
+        """Answer 200 when the database (and Redis, when set) answer, else 503."""
+        checks = readiness_checks(runtime, settings)
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse(
+            {"status": "ok" if ready else "unavailable", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics_page() -> Response:
+        """Expose Prometheus metrics in the text format."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
@@ -84,3 +106,22 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
         from orderdesk.payments.devnet_routes import router as devnet_router
 
         app.include_router(devnet_router)
+
+
+def readiness_checks(runtime: Runtime, settings: Settings) -> dict[str, str]:
+    checks: dict[str, str] = {}
+    try:
+        with runtime.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        checks["database"] = f"failed: {exc.__class__.__name__}"
+    if settings.redis_url:
+        try:
+            import redis
+
+            redis.Redis.from_url(settings.redis_url, socket_timeout=2).ping()
+            checks["redis"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            checks["redis"] = f"failed: {exc.__class__.__name__}"
+    return checks
