@@ -31,11 +31,11 @@ def iso(value: datetime) -> str: ...
 @overload
 def iso(value: None) -> None: ...
 def iso(value: datetime | None) -> str | None:
-    """Format an aware datetime as RFC 3339 UTC with milliseconds; None stays None."""
+    """Format an aware datetime as RFC 3339 UTC with milliseconds, and None as None."""
     if value is None:
         return None
     if value.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r} has no offset; attach UTC first")
+        raise ValueError(f"naive datetime {value!r} has no offset. Attach UTC first")
     value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
@@ -52,7 +52,7 @@ def parse_rfc3339(text: str) -> datetime:
     offset = match["offset"]
     if offset is None:
         raise ValueError(
-            f"{text!r} has no UTC offset; add Z or an offset such as +02:00"
+            f"{text!r} has no UTC offset. Add Z or an offset such as +02:00"
         )
     fraction = (match["fraction"] or "0").ljust(6, "0")[:6]
     try:
@@ -85,13 +85,15 @@ def _validate(value: Any) -> datetime:
     if not isinstance(value, str):
         raise PydanticCustomError(
             "rfc3339_type",
-            "Must be a string holding an RFC 3339 time with an offset, such as {example}.",
+            "Must be a string with an RFC 3339 time and offset, such as {example}.",
             {"example": EXAMPLE},
         )
     try:
         return parse_rfc3339(value)
     except ValueError as exc:
-        raise PydanticCustomError("rfc3339_invalid", "{reason}.", {"reason": str(exc)}) from exc
+        raise PydanticCustomError(
+            "rfc3339_invalid", "{reason}.", {"reason": str(exc)}
+        ) from exc
 
 
 # A pydantic field type: an RFC 3339 string in, an aware UTC datetime inside, and the

@@ -9,12 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from orderdesk.payments.addresses import parse_address
 
-EMAIL = re.compile(r"[^@\s\x00-\x1f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
+EMAIL = re.compile(
+    r"[^@\s\x00-\x1f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
+)
 LOCALE = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
 US_STATES = frozenset(
-    "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE "
-    "NV NH NJ NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY PR GU VI AS MP "
-    "AA AE AP".split()
+    "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS "
+    "MO MT NE NV NH NJ NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI "
+    "WY PR GU VI AS MP AA AE AP".split()
 )
 US_ZIP = re.compile(r"[0-9]{5}(?:-[0-9]{4})?")
 MAX_LINE_ITEMS = 20
@@ -41,9 +43,9 @@ class PhysicalAddressIn(Strict):
     line2: Text200 | None = None
     city: Text100 | None = None
     state: Text100 | None = None
-    postal_code: Annotated[str, StringConstraints(strip_whitespace=True, max_length=20)] | None = Field(
-        default=None, alias="postalCode"
-    )
+    postal_code: (
+        Annotated[str, StringConstraints(strip_whitespace=True, max_length=20)] | None
+    ) = Field(default=None, alias="postalCode")
     country: str | None = None
 
     @field_validator("name", "line1", "line2", "city", "state", "postal_code")
@@ -62,8 +64,13 @@ class PhysicalAddressIn(Strict):
         return value
 
     def missing_parts(self) -> list[str]:
-        required = {"name": self.name, "line1": self.line1, "city": self.city,
-                    "postalCode": self.postal_code, "country": self.country}
+        required = {
+            "name": self.name,
+            "line1": self.line1,
+            "city": self.city,
+            "postalCode": self.postal_code,
+            "country": self.country,
+        }
         if self.country == "US":
             required["state"] = self.state
         return [name for name, value in required.items() if not value]
@@ -79,9 +86,15 @@ class PhysicalAddressIn(Strict):
 
     def to_json(self) -> dict[str, Any]:
         data = {
-            "name": self.name, "line1": self.line1, "line2": self.line2, "city": self.city,
-            "state": self.state.upper() if self.state and self.country == "US" else self.state,
-            "postalCode": self.postal_code, "country": self.country,
+            "name": self.name,
+            "line1": self.line1,
+            "line2": self.line2,
+            "city": self.city,
+            "state": self.state.upper()
+            if self.state and self.country == "US"
+            else self.state,
+            "postalCode": self.postal_code,
+            "country": self.country,
         }
         return {key: value for key, value in data.items() if value is not None}
 
@@ -98,7 +111,9 @@ def _email(value: str | None) -> str | None:
 class RecipientIn(Strict):
     email: str | None = None
     wallet_address: str | None = Field(default=None, alias="walletAddress")
-    physical_address: PhysicalAddressIn | None = Field(default=None, alias="physicalAddress")
+    physical_address: PhysicalAddressIn | None = Field(
+        default=None, alias="physicalAddress"
+    )
 
     _check_email = field_validator("email")(classmethod(lambda cls, v: _email(v)))
 
@@ -124,7 +139,9 @@ class PaymentIn(Strict):
     payer_address: str | None = Field(default=None, alias="payerAddress")
     receipt_email: str | None = Field(default=None, alias="receiptEmail")
 
-    _check_email = field_validator("receipt_email")(classmethod(lambda cls, v: _email(v)))
+    _check_email = field_validator("receipt_email")(
+        classmethod(lambda cls, v: _email(v))
+    )
 
     @field_validator("payer_address")
     @classmethod
@@ -133,8 +150,8 @@ class PaymentIn(Strict):
 
 
 class LineItemIn(Strict):
-    product_locator: Annotated[str, StringConstraints(min_length=1, max_length=600)] = Field(
-        alias="productLocator"
+    product_locator: Annotated[str, StringConstraints(min_length=1, max_length=600)] = (
+        Field(alias="productLocator")
     )
     quantity: int = Field(default=1, ge=1, le=10)
 
@@ -153,7 +170,9 @@ class OrderCreate(Strict):
         if isinstance(value, dict):
             return [value]
         if isinstance(value, list) and not 1 <= len(value) <= MAX_LINE_ITEMS:
-            raise ValueError(f"must hold 1 to {MAX_LINE_ITEMS} line items, not {len(value)}")
+            raise ValueError(
+                f"must hold 1 to {MAX_LINE_ITEMS} line items, not {len(value)}"
+            )
         return value
 
     @field_validator("locale")
@@ -181,4 +200,6 @@ class OrderUpdate(Strict):
 
 class PaymentSubmission(Strict):
     type: Literal["crypto-tx-id"]
-    tx_id: Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{64}$")] = Field(alias="txId")
+    tx_id: Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{64}$")] = Field(
+        alias="txId"
+    )

@@ -6,7 +6,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from orderdesk.db.base import Base, DecimalText, UTCDateTime, new_id, utcnow
@@ -17,7 +26,9 @@ ACTIVE_STATUSES = (
     "refund-request-accepted",
     "refund-request-completed",
 )
-_ACTIVE_SQL = "status IN ('refund-request-initiated', 'refund-request-accepted', 'refund-request-completed')"
+_ACTIVE_SQL = "status IN ({})".format(
+    ", ".join(f"'{status}'" for status in ACTIVE_STATUSES)
+)
 
 
 class Refund(Base):
@@ -54,7 +65,7 @@ class Refund(Base):
 
 
 class IdempotencyRecord(Base):
-    """The first answer to a request made with an Idempotency-Key, kept 24 hours."""
+    """The first response to a request made with an Idempotency-Key, kept 24 hours."""
 
     __tablename__ = "idempotency_records"
     __table_args__ = (UniqueConstraint("principal", "key"),)
@@ -67,4 +78,6 @@ class IdempotencyRecord(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(Integer)
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, index=True
+    )

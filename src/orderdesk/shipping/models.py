@@ -14,7 +14,8 @@ from orderdesk.db.base import Base, UTCDateTime, new_id, utcnow
 class Package(Base):
     __tablename__ = "packages"
     __table_args__ = (
-        UniqueConstraint("carrier_name", "tracking_number"),
+        # One package per carrier and tracking number, whatever the carrier's spelling.
+        UniqueConstraint("carrier_key", "tracking_number"),
         Index("ix_packages_order", "order_id", "created_at"),
         Index("ix_packages_tracking_number", "tracking_number"),
     )
@@ -25,6 +26,9 @@ class Package(Base):
     kind: Mapped[str] = mapped_column(String(10), default="outbound")
     refund_id: Mapped[str | None] = mapped_column(String(36))
     carrier_name: Mapped[str] = mapped_column(String(60))
+    # The carrier's code from `carriers.names.carrier_code`: "UPS", "ups" and
+    # "United Parcel Service" are all "ups", so they count as one carrier.
+    carrier_key: Mapped[str] = mapped_column(String(60))
     # Upper-case with every space removed, so lookups from carrier feeds match.
     tracking_number: Mapped[str] = mapped_column(String(60))
     tracking_url: Mapped[str | None] = mapped_column(String(1000))
@@ -51,7 +55,9 @@ class TrackingEvent(Base):
     __table_args__ = (UniqueConstraint("package_id", "dedupe_key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    package_id: Mapped[str] = mapped_column(ForeignKey("packages.id", ondelete="CASCADE"))
+    package_id: Mapped[str] = mapped_column(
+        ForeignKey("packages.id", ondelete="CASCADE")
+    )
     status: Mapped[str] = mapped_column(String(30))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
     description: Mapped[str | None] = mapped_column(Text)

@@ -2,13 +2,13 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-04 11:04:12.099751
+Create Date: 2026-12-04 11:23:47.101206
 """
 
-from alembic import op
 import sqlalchemy as sa
-import orderdesk.db.base
+from alembic import op
 
+import orderdesk.db.base
 
 revision = "0001"
 down_revision = None
@@ -49,7 +49,8 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("kind", sa.String(length=10), nullable=False),
         sa.Column("raw", sa.LargeBinary(), nullable=True),
-        sa.Column("value", sa.Integer(), nullable=True),
+        sa.Column("value", sa.BigInteger(), nullable=True),
+        sa.Column("timestamp", sa.BigInteger(), nullable=True),
         sa.Column(
             "created_at", orderdesk.db.base.UTCDateTime(timezone=True), nullable=False
         ),
@@ -207,6 +208,39 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "webhook_endpoints",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("project_id", sa.String(length=36), nullable=False),
+        sa.Column("url", sa.String(length=2048), nullable=False),
+        sa.Column("events", sa.JSON(), nullable=False),
+        sa.Column("description", sa.String(length=500), nullable=True),
+        sa.Column("secret", sa.String(length=100), nullable=False),
+        sa.Column("previous_secret", sa.String(length=100), nullable=True),
+        sa.Column(
+            "previous_secret_expires_at",
+            orderdesk.db.base.UTCDateTime(timezone=True),
+            nullable=True,
+        ),
+        sa.Column("created_by", sa.String(length=80), nullable=False),
+        sa.Column(
+            "created_at", orderdesk.db.base.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "updated_at", orderdesk.db.base.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_webhook_endpoints_project_id_projects"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_endpoints")),
+    )
+    with op.batch_alter_table("webhook_endpoints", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_webhook_endpoints_project", ["project_id", "created_at"], unique=False
+        )
+
+    op.create_table(
         "order_events",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("order_id", sa.String(length=36), nullable=False),
@@ -268,6 +302,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=10), nullable=False),
         sa.Column("refund_id", sa.String(length=36), nullable=True),
         sa.Column("carrier_name", sa.String(length=60), nullable=False),
+        sa.Column("carrier_key", sa.String(length=60), nullable=False),
         sa.Column("tracking_number", sa.String(length=60), nullable=False),
         sa.Column("tracking_url", sa.String(length=1000), nullable=True),
         sa.Column("line_items", sa.JSON(), nullable=False),
@@ -295,7 +330,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_packages")),
         sa.UniqueConstraint(
-            "carrier_name", "tracking_number", name=op.f("uq_packages_carrier_name")
+            "carrier_key", "tracking_number", name=op.f("uq_packages_carrier_key")
         ),
     )
     with op.batch_alter_table("packages", schema=None) as batch_op:
@@ -352,6 +387,58 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "webhook_deliveries",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("delivery_id", sa.String(length=36), nullable=False),
+        sa.Column("endpoint_id", sa.String(length=36), nullable=False),
+        sa.Column("project_id", sa.String(length=36), nullable=False),
+        sa.Column("message_id", sa.String(length=40), nullable=False),
+        sa.Column("event_type", sa.String(length=60), nullable=False),
+        sa.Column("order_id", sa.String(length=36), nullable=True),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("status", sa.String(length=10), nullable=False),
+        sa.Column("resend_count", sa.Integer(), nullable=False),
+        sa.Column("attempt_count", sa.Integer(), nullable=False),
+        sa.Column(
+            "next_attempt_at",
+            orderdesk.db.base.UTCDateTime(timezone=True),
+            nullable=True,
+        ),
+        sa.Column(
+            "delivered_at", orderdesk.db.base.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column(
+            "created_at", orderdesk.db.base.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "updated_at", orderdesk.db.base.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.ForeignKeyConstraint(
+            ["endpoint_id"],
+            ["webhook_endpoints.id"],
+            name=op.f("fk_webhook_deliveries_endpoint_id_webhook_endpoints"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_deliveries")),
+        sa.UniqueConstraint(
+            "delivery_id", name=op.f("uq_webhook_deliveries_delivery_id")
+        ),
+        sa.UniqueConstraint(
+            "endpoint_id", "message_id", name=op.f("uq_webhook_deliveries_endpoint_id")
+        ),
+        sqlite_autoincrement=True,
+    )
+    with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_webhook_deliveries_endpoint", ["endpoint_id", "id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_webhook_deliveries_order",
+            ["endpoint_id", "order_id", "status"],
+            unique=False,
+        )
+
+    op.create_table(
         "tracking_events",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("package_id", sa.String(length=36), nullable=False),
@@ -378,12 +465,49 @@ def upgrade() -> None:
             "package_id", "dedupe_key", name=op.f("uq_tracking_events_package_id")
         ),
     )
+    op.create_table(
+        "webhook_attempts",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("delivery_id", sa.Integer(), nullable=False),
+        sa.Column("resend_number", sa.Integer(), nullable=False),
+        sa.Column("attempt_number", sa.Integer(), nullable=False),
+        sa.Column("url", sa.String(length=2048), nullable=False),
+        sa.Column(
+            "attempted_at", orderdesk.db.base.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column("duration_ms", sa.Integer(), nullable=False),
+        sa.Column("succeeded", sa.Boolean(), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=True),
+        sa.Column("error", sa.String(length=500), nullable=True),
+        sa.Column("response_body", sa.Text(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["delivery_id"],
+            ["webhook_deliveries.id"],
+            name=op.f("fk_webhook_attempts_delivery_id_webhook_deliveries"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_attempts")),
+    )
+    with op.batch_alter_table("webhook_attempts", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_webhook_attempts_delivery_id"), ["delivery_id"], unique=False
+        )
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("webhook_attempts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_webhook_attempts_delivery_id"))
+
+    op.drop_table("webhook_attempts")
     op.drop_table("tracking_events")
+    with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_webhook_deliveries_order")
+        batch_op.drop_index("ix_webhook_deliveries_endpoint")
+
+    op.drop_table("webhook_deliveries")
     with op.batch_alter_table("refunds", schema=None) as batch_op:
         batch_op.drop_index(
             "uq_refunds_active_line_item",
@@ -407,6 +531,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_order_events_order_id"))
 
     op.drop_table("order_events")
+    with op.batch_alter_table("webhook_endpoints", schema=None) as batch_op:
+        batch_op.drop_index("ix_webhook_endpoints_project")
+
+    op.drop_table("webhook_endpoints")
     with op.batch_alter_table("orders", schema=None) as batch_op:
         batch_op.drop_index("ix_orders_project_created")
 

@@ -1,0 +1,117 @@
+"""Wire shapes of refund requests: the strict request body, the query and the reply."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import Field, PlainValidator
+from pydantic_core import PydanticCustomError
+
+from orderdesk.payments.amounts import format_amount
+from orderdesk.refunds.exceptions import InvalidRefundRequest
+from orderdesk.refunds.models import Refund
+from orderdesk.shipping.schemas import (
+    LineItemIndex,
+    StrictBody,
+    first_control_character,
+    json_repr,
+)
+from orderdesk.timefmt import iso
+
+MAX_REASON_LENGTH = 1000
+# A query value must be written as a plain JSON integer would be: no sign, no leading
+# zero, no decimal point. Nine digits are far past any order and well inside the
+# database's integer type.
+_QUERY_INDEX = re.compile(r"0|[1-9][0-9]{0,8}", re.ASCII)
+
+
+def check_reason(value: str) -> str:
+    """Return the reason trimmed, raising ValueError unless it is 1 to 1000 characters
+    after trimming and has no control characters other than newline and tab.
+
+    Control characters are looked for before trimming, because Python's strip()
+    also removes some of them (U+001C to U+001F, U+0085). Carriage return is a
+    control character too, so CRLF line ends are rejected.
+    """
+    character = first_control_character(value, "\n\t")
+    if character is not None:
+        raise ValueError(
+            f"must not contain control characters other than newline and tab "
+            f"(found U+{ord(character):04X})"
+        )
+    text = value.strip()
+    if not text:
+        raise ValueError(
+            "must not be empty or only whitespace, so describe the problem"
+        )
+    if len(text) > MAX_REASON_LENGTH:
+        raise ValueError(
+            f"must be at most {MAX_REASON_LENGTH} characters after trimming, "
+            f"not {len(text)}"
+        )
+    return text
+
+
+def _reason(value: Any) -> str:
+    if not isinstance(value, str):
+        raise PydanticCustomError(
+            "reason_type", "Must be a string, not {value}.", {"value": json_repr(value)}
+        )
+    try:
+        return check_reason(value)
+    except ValueError as exc:
+        raise PydanticCustomError(
+            "reason_invalid", "Reason {problem}.", {"problem": str(exc)}
+        ) from exc
+
+
+Reason = Annotated[str, PlainValidator(_reason, json_schema_input_type=str)]
+
+
+class RefundRequestIn(StrictBody):
+    line_item: LineItemIndex = Field(alias="lineItem")
+    reason: Reason
+
+
+def parse_line_item_query(values: list[str]) -> int | None:
+    """Return the `lineItem` query value as an index, or None when absent.
+
+    Raises InvalidRefundRequest for a repeated parameter or any text but a plain
+    integer, so "01", "-1", "1.0", "+1" and "true" are rejected.
+    """
+    if not values:
+        return None
+    if len(values) > 1:
+        raise InvalidRefundRequest("lineItem", "must be given once")
+    if not _QUERY_INDEX.fullmatch(values[0]):
+        raise InvalidRefundRequest(
+            "lineItem",
+            f"{values[0][:40]!r} must be a line item index written as a plain integer "
+            "such as 0",
+        )
+    return int(values[0])
+
+
+def refund_body(refund: Refund) -> dict[str, Any]:
+    return_label = None
+    if refund.return_tracking_number:
+        return_label = {
+            "carrierName": refund.return_carrier,
+            "carrierTrackingNumber": refund.return_tracking_number,
+        }
+    return {
+        "orderId": refund.order_id,
+        "lineItem": refund.line_item,
+        "reason": refund.reason,
+        "status": refund.status,
+        "refundId": refund.id,
+        "createdAt": iso(refund.created_at),
+        "updatedAt": iso(refund.updated_at),
+        "amount": {"amount": format_amount(refund.amount), "currency": refund.currency},
+        "rejectionReason": refund.rejection_reason,
+        "returnLabel": return_label,
+        # NOTE: the refund model has no payout columns yet, so this stays null until
+        # the payout work stores the transfer.
+        "payout": None,
+    }

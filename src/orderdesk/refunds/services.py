@@ -1,0 +1,173 @@
+"""Create and list refund requests. Services never commit.
+
+A buyer may request a refund for a line item once a package contains it, including
+while that package is still on its way. The return window (`return_window_days` in the
+settings) starts only when the line item's last outbound package is delivered.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from orderdesk.db.base import utcnow
+from orderdesk.errors import Conflict
+from orderdesk.orders.models import LineItem, Order, OrderEvent
+from orderdesk.orders.statuses import PaymentState
+from orderdesk.payments.amounts import format_amount
+from orderdesk.refunds.exceptions import (
+    InvalidRefundRequest,
+    LineItemNotShipped,
+    OrderNotPaid,
+    RefundAlreadyRequested,
+    ReturnWindowExpired,
+)
+from orderdesk.refunds.models import ACTIVE_STATUSES, Refund
+from orderdesk.refunds.schemas import check_reason, refund_body
+from orderdesk.refunds.statuses import RefundStatus
+from orderdesk.shipping.models import Package
+from orderdesk.shipping.statuses import PackageKind
+
+log = structlog.get_logger(__name__)
+
+
+def check_line_item_index(order: Order, index: int) -> LineItem:
+    """Return the line item at `index`, raising InvalidRefundRequest when the index is
+    not an integer from 0 to the number of line items minus one."""
+    count = len(order.line_items)
+    if type(index) is not int or not 0 <= index < count:
+        raise InvalidRefundRequest(
+            "lineItem",
+            f"{index!r} is out of range: the order has {count} line item(s), "
+            f"indexes 0 to {count - 1}",
+        )
+    return order.line_items[index]
+
+
+def line_item_total(item: LineItem) -> Decimal:
+    """Return the line item's total paid: unit price x quantity, tax and shipping."""
+    if item.total is not None:
+        return item.total
+    goods = (item.unit_price or Decimal("0")) * item.quantity
+    return goods + (item.sales_tax or Decimal("0")) + (item.shipping or Decimal("0"))
+
+
+def find_active_refund(
+    session: Session, order_id: str, line_item: int
+) -> Refund | None:
+    query = select(Refund).where(
+        Refund.order_id == order_id,
+        Refund.line_item == line_item,
+        Refund.status.in_(ACTIVE_STATUSES),
+    )
+    return session.scalars(query.execution_options(populate_existing=True)).first()
+
+
+def list_refunds(
+    session: Session, order: Order, line_item: int | None = None
+) -> list[Refund]:
+    """Return the order's refund requests oldest first, optionally of one line item."""
+    query = select(Refund).where(Refund.order_id == order.id)
+    if line_item is not None:
+        check_line_item_index(order, line_item)
+        query = query.where(Refund.line_item == line_item)
+    return list(session.scalars(query.order_by(Refund.created_at, Refund.id)))
+
+
+def create_refund_request(
+    session: Session,
+    order: Order,
+    line_item: int,
+    reason: str,
+    *,
+    return_window: timedelta,
+    actor: str,
+    now: datetime | None = None,
+) -> Refund:
+    """Create a refund request for one line item of a paid, shipped order.
+
+    Raises InvalidRefundRequest, OrderNotPaid, LineItemNotShipped,
+    RefundAlreadyRequested (carrying the active request) and ReturnWindowExpired.
+    At most one active request per line item exists: the partial unique index on
+    refunds decides between concurrent requests, not only the check below.
+    """
+    now = now or utcnow()
+    item = check_line_item_index(order, line_item)
+    try:
+        reason = check_reason(reason)
+    except ValueError as exc:
+        raise InvalidRefundRequest("reason", str(exc)) from exc
+
+    if order.payment_state != PaymentState.COMPLETED:
+        raise OrderNotPaid(order.id, order.payment_state, "requesting a refund")
+    if not _is_shipped(session, order.id, line_item):
+        raise LineItemNotShipped(order.id, line_item)
+    active = find_active_refund(session, order.id, line_item)
+    if active is not None:
+        raise RefundAlreadyRequested(line_item, refund_body(active))
+    if item.delivered_at is not None and now > item.delivered_at + return_window:
+        raise ReturnWindowExpired(
+            line_item, item.delivered_at, item.delivered_at + return_window
+        )
+
+    refund = Refund(
+        order_id=order.id,
+        line_item=line_item,
+        reason=reason,
+        status=RefundStatus.INITIATED,
+        amount=line_item_total(item),
+        currency=order.currency,
+        origin="buyer",
+        created_at=now,
+        updated_at=now,
+    )
+    _insert_once(session, refund)
+    session.add(
+        OrderEvent(
+            order_id=order.id,
+            kind="refund.requested",
+            subject_id=refund.id,
+            to_state=refund.status,
+            actor=actor,
+            data={"lineItem": line_item, "amount": format_amount(refund.amount)},
+        )
+    )
+    log.info(
+        "refund_requested", order_id=order.id, refund_id=refund.id, line_item=line_item
+    )
+    return refund
+
+
+def _is_shipped(session: Session, order_id: str, line_item: int) -> bool:
+    query = select(Package.line_items).where(
+        Package.order_id == order_id, Package.kind == PackageKind.OUTBOUND
+    )
+    return any(line_item in indexes for indexes in session.scalars(query))
+
+
+def _insert_once(session: Session, refund: Refund) -> None:
+    """Insert the request, or raise RefundAlreadyRequested with the one a concurrent
+    request inserted first (the partial unique index rejects the second)."""
+    try:
+        with session.begin_nested():
+            session.add(refund)
+    except IntegrityError as exc:
+        winner = find_active_refund(session, refund.order_id, refund.line_item)
+        log.info(
+            "refund_request_raced",
+            order_id=refund.order_id,
+            line_item=refund.line_item,
+            winner_id=winner.id if winner else None,
+        )
+        if winner is None:
+            raise Conflict(
+                "Another refund request for this line item was being written at the "
+                "same time. Retry the request.",
+                code="refund_request_conflict",
+            ) from exc
+        raise RefundAlreadyRequested(refund.line_item, refund_body(winner)) from exc

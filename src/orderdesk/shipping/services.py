@@ -1,0 +1,340 @@
+"""Record packages and their tracking events, and find them again.
+
+These functions take a Session and never commit, so carrier webhooks and fulfilment
+providers call them as the HTTP routes do. Writers lock the order row and then the
+package row (always in that order), so concurrent events for one order apply one at
+a time on PostgreSQL. SQLite serializes writers already.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, joinedload
+
+from orderdesk.db.base import utcnow
+from orderdesk.orders.models import Order, OrderEvent
+from orderdesk.orders.statuses import PaymentState
+from orderdesk.shipping.exceptions import InvalidShipment, OrderNotPaid, PackageExists
+from orderdesk.shipping.models import Package, TrackingEvent
+from orderdesk.shipping.rollup import lock_order, roll_up_delivery
+from orderdesk.shipping.schemas import package_body
+from orderdesk.shipping.statuses import PackageKind, PackageStatus, deciding_event
+from orderdesk.shipping.validation import (
+    MAX_CLOCK_SKEW,
+    MAX_DEDUPE_KEY_LENGTH,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_LOCATION_LENGTH,
+    TimeRange,
+    check_line_items,
+    check_occurred_at,
+    check_status,
+    check_time_range,
+    check_tracking_url,
+    clean_text,
+    is_uuid,
+    normalize_carrier,
+    normalize_tracking_number,
+)
+from orderdesk.timefmt import iso
+
+__all__ = [
+    "MAX_CLOCK_SKEW",
+    "MAX_DEDUPE_KEY_LENGTH",
+    "MAX_DESCRIPTION_LENGTH",
+    "MAX_LOCATION_LENGTH",
+    "TimeRange",
+    "TrackingUpdate",
+    "event_dedupe_key",
+    "find_package_by_tracking_number",
+    "get_package",
+    "list_packages",
+    "normalize_carrier",
+    "normalize_tracking_number",
+    "record_package",
+    "record_tracking_event",
+]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class TrackingUpdate:
+    """The outcome of recording one tracking event."""
+
+    package: Package
+    event: TrackingEvent
+    # False when the same event was stored before: nothing changed.
+    created: bool
+    previous_status: str
+    status: str
+
+    @property
+    def status_changed(self) -> bool:
+        return self.previous_status != self.status
+
+
+def find_package_by_tracking_number(
+    session: Session, number: str, carrier: str | None = None
+) -> Package | None:
+    """Find the package with this tracking number in any spelling ("1z 999" matches
+    "1Z999"). Without a carrier, return None when two carriers share the number."""
+    try:
+        normalized = normalize_tracking_number(number)
+        code = normalize_carrier(carrier)[1] if carrier is not None else None
+    except InvalidShipment:
+        return None
+    query = select(Package).where(Package.tracking_number == normalized)
+    if code is not None:
+        query = query.where(Package.carrier_key == code)
+    matches = list(session.scalars(query.limit(2)))
+    if len(matches) > 1:
+        log.warning("tracking_number_ambiguous", tracking_number=normalized)
+        return None
+    return matches[0] if matches else None
+
+
+def get_package(session: Session, order: Order, package_id: str) -> Package | None:
+    package = session.get(Package, package_id) if is_uuid(package_id) else None
+    if package is None or package.order_id != order.id:
+        return None
+    return package
+
+
+def list_packages(session: Session, order_id: str) -> list[Package]:
+    """Return the order's packages oldest first with their events, in one query."""
+    query = (
+        select(Package)
+        .where(Package.order_id == order_id)
+        .options(joinedload(Package.events))
+        .order_by(Package.created_at, Package.id)
+    )
+    return list(session.scalars(query).unique())
+
+
+def record_package(
+    session: Session,
+    order: Order,
+    carrier: str,
+    tracking_number: str,
+    line_items: list[int],
+    kind: str = PackageKind.OUTBOUND,
+    refund_id: str | None = None,
+    tracking_url: str | None = None,
+    delivery_time_range: TimeRange | None = None,
+    *,
+    actor: str = "system",
+) -> Package:
+    """Record a parcel holding some of a paid order's line items.
+
+    Raises InvalidShipment for bad input, OrderNotPaid, and PackageExists when the
+    carrier and tracking number are already recorded (on any order).
+    """
+    carrier_name, carrier_key = normalize_carrier(carrier)
+    number = normalize_tracking_number(tracking_number)
+    indexes = check_line_items(order, line_items)
+    tracking_url = check_tracking_url(tracking_url)
+    estimate = check_time_range(delivery_time_range, "deliveryTimeRange")
+    package_kind = PackageKind(kind)
+
+    order = lock_order(session, order.id)
+    if order.payment_state != PaymentState.COMPLETED:
+        raise OrderNotPaid(order.id, order.payment_state, "recording a shipment")
+    _raise_if_recorded(session, order, carrier_name, carrier_key, number)
+
+    now = utcnow()
+    package = Package(
+        order_id=order.id,
+        kind=package_kind,
+        refund_id=refund_id,
+        carrier_name=carrier_name,
+        carrier_key=carrier_key,
+        tracking_number=number,
+        tracking_url=tracking_url,
+        line_items=indexes,
+        status=PackageStatus.PENDING,
+        created_at=now,
+        updated_at=now,
+        events=[],
+    )
+    if estimate is not None:
+        package.lower_bound = estimate.lower_bound
+        package.upper_bound = estimate.upper_bound
+        package.estimate_at = now
+    try:
+        # A concurrent request for the same number on another order holds no lock
+        # this one waits for, so the unique constraint decides between them.
+        with session.begin_nested():
+            session.add(package)
+    except IntegrityError:
+        _raise_if_recorded(session, order, carrier_name, carrier_key, number)
+        raise
+
+    session.add(
+        OrderEvent(
+            order_id=order.id,
+            kind="package.created",
+            subject_id=package.id,
+            to_state=package.status,
+            actor=actor,
+            data={
+                "kind": package.kind,
+                "carrierName": carrier_name,
+                "carrierTrackingNumber": number,
+                "lineItems": indexes,
+            },
+        )
+    )
+    log.info(
+        "package_recorded", order_id=order.id, package_id=package.id, kind=package.kind
+    )
+    if package.kind == PackageKind.OUTBOUND:
+        roll_up_delivery(session, order, actor)
+    return package
+
+
+def _raise_if_recorded(
+    session: Session, order: Order, carrier_name: str, carrier_key: str, number: str
+) -> None:
+    existing = session.scalar(
+        select(Package).where(
+            Package.carrier_key == carrier_key, Package.tracking_number == number
+        )
+    )
+    if existing is not None:
+        shown = package_body(existing) if existing.order_id == order.id else None
+        raise PackageExists(carrier_name, number, shown)
+
+
+def record_tracking_event(
+    session: Session,
+    package: Package,
+    status: str,
+    occurred_at: datetime,
+    description: str | None = None,
+    location: str | None = None,
+    delivery_time_range: TimeRange | None = None,
+    dedupe_key: str | None = None,
+    source: str = "api",
+    *,
+    raw: dict[str, Any] | None = None,
+    actor: str = "system",
+    now: datetime | None = None,
+) -> TrackingUpdate:
+    """Store a carrier event for a package and apply it by the time it happened.
+
+    An event already stored (same dedupe key: the provider's event id, or else status,
+    time, description and location) changes nothing and comes back with created False.
+    The status follows `shipping.statuses`. The estimate is replaced only by one from
+    an event at least as recent as the estimate's. Raises InvalidShipment.
+    """
+    now = now or utcnow()
+    package_status = check_status(status)
+    occurred_at = check_occurred_at(occurred_at, now)
+    description = clean_text(
+        description, "description", MAX_DESCRIPTION_LENGTH, multiline=True
+    )
+    location = clean_text(location, "location", MAX_LOCATION_LENGTH, multiline=False)
+    estimate = check_time_range(delivery_time_range, "deliveryTimeRange")
+    key = dedupe_key or event_dedupe_key(
+        package_status, occurred_at, description, location
+    )
+    if len(key) > MAX_DEDUPE_KEY_LENGTH:
+        raise InvalidShipment(
+            "dedupeKey", f"must be at most {MAX_DEDUPE_KEY_LENGTH} characters"
+        )
+
+    order = lock_order(session, package.order_id)
+    package = _lock_package(session, package.id)
+    previous_status = package.status
+    stored = next((event for event in package.events if event.dedupe_key == key), None)
+    if stored is not None:
+        log.info("tracking_event_duplicate", package_id=package.id, event_id=stored.id)
+        return TrackingUpdate(package, stored, False, previous_status, previous_status)
+
+    event = TrackingEvent(
+        package_id=package.id,
+        status=package_status,
+        occurred_at=occurred_at,
+        description=description,
+        location=location,
+        dedupe_key=key,
+        source=source,
+        raw=raw,
+        created_at=now,
+    )
+    package.events.append(event)
+    session.flush()
+    _apply_events(package, estimate, occurred_at)
+    package.updated_at = now
+    changed = package.status != previous_status
+
+    session.add(
+        OrderEvent(
+            order_id=order.id,
+            kind="package.status_changed" if changed else "package.event_recorded",
+            subject_id=package.id,
+            from_state=previous_status,
+            to_state=package.status,
+            actor=actor,
+            data={
+                "eventId": event.id,
+                "status": event.status,
+                "occurredAt": iso(occurred_at),
+                "source": source,
+            },
+        )
+    )
+    log.info(
+        "tracking_event_recorded",
+        package_id=package.id,
+        event_id=event.id,
+        event_status=event.status,
+        from_status=previous_status,
+        to_status=package.status,
+    )
+    if changed and package.kind == PackageKind.OUTBOUND:
+        roll_up_delivery(session, order, actor)
+    return TrackingUpdate(package, event, True, previous_status, package.status)
+
+
+def event_dedupe_key(
+    status: str, occurred_at: datetime, description: str | None, location: str | None
+) -> str:
+    """Hash what makes two events the same, for feeds that give no event id."""
+    canonical = json.dumps([status, occurred_at.isoformat(), description, location])
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _apply_events(
+    package: Package, estimate: TimeRange | None, occurred_at: datetime
+) -> None:
+    deciding = deciding_event(package.events)
+    if deciding is not None:
+        package.status = deciding.status
+        package.status_at = deciding.occurred_at
+    newer = package.estimate_at is None or occurred_at >= package.estimate_at
+    if estimate is not None and newer:
+        package.lower_bound = estimate.lower_bound
+        package.upper_bound = estimate.upper_bound
+        package.estimate_at = occurred_at
+
+
+def _lock_package(session: Session, package_id: str) -> Package:
+    """Lock the package row and reload it and its events from the database."""
+    query = (
+        select(Package)
+        .where(Package.id == package_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    package = session.scalars(query).one()
+    session.refresh(package, ["events"])
+    return package
