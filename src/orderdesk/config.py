@@ -16,16 +16,56 @@ Environment = Literal["development", "staging", "production"]
 # Combined state and average local sales tax rates, rounded to 0.1 percent. They are
 # sample defaults for the demo; a merchant sets its own with ORDERDESK_TAX_RATES.
 DEFAULT_TAX_RATES: dict[str, str] = {
-    "AL": "0.092", "AK": "0.018", "AZ": "0.084", "AR": "0.095", "CA": "0.088",
-    "CO": "0.078", "CT": "0.0635", "DE": "0", "DC": "0.06", "FL": "0.070",
-    "GA": "0.074", "HI": "0.045", "ID": "0.060", "IL": "0.089", "IN": "0.070",
-    "IA": "0.069", "KS": "0.087", "KY": "0.060", "LA": "0.096", "ME": "0.055",
-    "MD": "0.060", "MA": "0.0625", "MI": "0.060", "MN": "0.080", "MS": "0.071",
-    "MO": "0.084", "MT": "0", "NE": "0.070", "NV": "0.082", "NH": "0",
-    "NJ": "0.066", "NM": "0.076", "NY": "0.085", "NC": "0.070", "ND": "0.070",
-    "OH": "0.072", "OK": "0.090", "OR": "0", "PA": "0.063", "RI": "0.070",
-    "SC": "0.075", "SD": "0.061", "TN": "0.096", "TX": "0.082", "UT": "0.073",
-    "VT": "0.064", "VA": "0.058", "WA": "0.094", "WV": "0.066", "WI": "0.054",
+    "AL": "0.092",
+    "AK": "0.018",
+    "AZ": "0.084",
+    "AR": "0.095",
+    "CA": "0.088",
+    "CO": "0.078",
+    "CT": "0.0635",
+    "DE": "0",
+    "DC": "0.06",
+    "FL": "0.070",
+    "GA": "0.074",
+    "HI": "0.045",
+    "ID": "0.060",
+    "IL": "0.089",
+    "IN": "0.070",
+    "IA": "0.069",
+    "KS": "0.087",
+    "KY": "0.060",
+    "LA": "0.096",
+    "ME": "0.055",
+    "MD": "0.060",
+    "MA": "0.0625",
+    "MI": "0.060",
+    "MN": "0.080",
+    "MS": "0.071",
+    "MO": "0.084",
+    "MT": "0",
+    "NE": "0.070",
+    "NV": "0.082",
+    "NH": "0",
+    "NJ": "0.066",
+    "NM": "0.076",
+    "NY": "0.085",
+    "NC": "0.070",
+    "ND": "0.070",
+    "OH": "0.072",
+    "OK": "0.090",
+    "OR": "0",
+    "PA": "0.063",
+    "RI": "0.070",
+    "SC": "0.075",
+    "SD": "0.061",
+    "TN": "0.096",
+    "TX": "0.082",
+    "UT": "0.073",
+    "VT": "0.064",
+    "VA": "0.058",
+    "WA": "0.094",
+    "WV": "0.066",
+    "WI": "0.054",
     "WY": "0.054",
 }
 
@@ -57,8 +97,35 @@ class Settings(BaseSettings):
     tax_rates: str | None = None
 
     mail_dir: Path = Path("var/mail")
+    # smtp://user:pass@host:587 (STARTTLS), smtps://host:465 or smtp://relay:25.
     smtp_url: str | None = None
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    smtp_ca_file: Path | None = None
     mail_from: str = "orderdesk <orders@orderdesk.localhost>"
+
+    # Return labels: "local" numbers from return_tracking_format, or EasyPost.
+    label_provider: Literal["local", "easypost"] = "local"
+    # JSON object {name, line1, line2, city, state, postalCode, country, phone}.
+    returns_address: str | None = None
+    return_carrier: str = "USPS"
+    return_tracking_format: str = "9202{digits:17}{mod10}"
+    label_font_path: Path | None = None
+    easypost_api_key: str | None = None
+    easypost_base_url: str = "https://api.easypost.com/v2"
+    easypost_timeout_seconds: float = Field(default=30.0, gt=0)
+    easypost_service: str | None = None
+    # JSON object {length, width, height} in inches and {weight} in ounces.
+    return_parcel: str | None = None
+
+    # Carrier tracking feeds: a secret turns on that provider's signature check.
+    carrier_easypost_secret: str | None = None
+    carrier_shippo_secret: str | None = None
+    carrier_shippo_token: str | None = None
+    carrier_aftership_secret: str | None = None
+    # JSON object of carrier name to a URL template containing {number}.
+    tracking_url_templates: str | None = None
+    # Seconds between the steps of the simulated fulfilment provider.
+    simulated_step_seconds: float = Field(default=20.0, gt=0)
 
     worker_poll_seconds: float = Field(default=1.0, gt=0)
     payment_recheck_seconds: float = Field(default=5.0, gt=0)
