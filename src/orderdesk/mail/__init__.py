@@ -1,0 +1,1 @@
+"""Refund emails: message building from templates, SMTP and file backends, the job."""

@@ -1,0 +1,276 @@
+"""Mail backends: SMTP when `smtp_url` is set, otherwise `.eml` files in `mail_dir`.
+
+SMTP URLs:
+- `smtp://user:pass@host:587` connects in plain text and upgrades with STARTTLS.
+  With a user name STARTTLS is required: when the server does not offer it, sending
+  fails instead of sending the password in clear text.
+- `smtp://host:25` without credentials, for a local relay, uses STARTTLS when the
+  server offers it and plain SMTP otherwise.
+- `smtps://user:pass@host:465` speaks TLS from the first byte (implicit TLS).
+- `?starttls=require|auto|off` on an `smtp://` URL overrides the choice above;
+  `off` suits a relay on loopback whose certificate cannot be verified.
+
+User name and password are percent-decoded (`%40` for `@`). TLS certificates are
+always verified, against the system store or the `smtp_ca_file` setting. The
+default ports are 25 for smtp and 465 for smtps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import smtplib
+import ssl
+import tempfile
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, Literal, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+SMTP_TIMEOUT_SECONDS = 30.0
+StartTls = Literal["require", "auto", "off"]
+
+
+class MailError(Exception):
+    """A message could not be built or sent."""
+
+
+class MailConfigurationError(MailError):
+    pass
+
+
+class MailDeliveryError(MailError):
+    """The mail server was unreachable or rejected the message. A retry may work."""
+
+
+class MailBackend(Protocol):
+    name: str
+
+    def send(self, message: EmailMessage) -> None: ...
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    implicit_tls: bool
+    starttls: StartTls
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = SMTP_TIMEOUT_SECONDS
+    ca_file: Path | None = None
+
+
+def parse_smtp_url(
+    url: str, *, timeout: float = SMTP_TIMEOUT_SECONDS, ca_file: Path | None = None
+) -> SmtpSettings:
+    """Parse an smtp:// or smtps:// URL. Raises MailConfigurationError.
+
+    Messages name the scheme, host and port but never the password.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("smtp", "smtps"):
+        raise MailConfigurationError(
+            f"smtp_url has scheme {parts.scheme!r}. Use smtp:// or smtps://."
+        )
+    try:
+        port = parts.port or (465 if scheme == "smtps" else 25)
+    except ValueError as exc:
+        raise MailConfigurationError(f"smtp_url has an invalid port: {exc}.") from exc
+    if not parts.hostname:
+        raise MailConfigurationError(
+            "smtp_url has no host, as in smtp://mail.example.com:587."
+        )
+    if parts.path not in ("", "/"):
+        raise MailConfigurationError("smtp_url must not have a path.")
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    starttls = _starttls_option(parts.query, scheme, has_credentials=bool(username))
+    return SmtpSettings(
+        host=parts.hostname,
+        port=port,
+        implicit_tls=scheme == "smtps",
+        starttls=starttls,
+        username=username,
+        password=password,
+        timeout=timeout,
+        ca_file=ca_file,
+    )
+
+
+def _starttls_option(query: str, scheme: str, *, has_credentials: bool) -> StartTls:
+    options = parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(options) - {"starttls"})
+    if unknown:
+        raise MailConfigurationError(
+            f"smtp_url has unknown parameters {', '.join(unknown)}. Only starttls "
+            "is supported."
+        )
+    if "starttls" not in options:
+        if scheme == "smtps":
+            return "off"
+        return "require" if has_credentials else "auto"
+    if scheme == "smtps":
+        raise MailConfigurationError(
+            "smtp_url uses smtps://, which is TLS already. Remove ?starttls."
+        )
+    value = options["starttls"][-1].lower()
+    if value == "require":
+        return "require"
+    if value == "auto":
+        return "auto"
+    if value == "off":
+        return "off"
+    raise MailConfigurationError(
+        f"smtp_url has starttls={value!r}. Use require, auto or off."
+    )
+
+
+class SmtpBackend:
+    """Send each message over a new SMTP connection."""
+
+    name = "smtp"
+
+    def __init__(self, smtp: SmtpSettings) -> None:
+        self.smtp = smtp
+
+    def __repr__(self) -> str:
+        return f"SmtpBackend({self.smtp.host}:{self.smtp.port})"
+
+    def send(self, message: EmailMessage) -> None:
+        """Deliver the message. Raises MailDeliveryError on any failure, and when
+        the server rejects a recipient."""
+        smtp = self.smtp
+        where = f"{smtp.host}:{smtp.port}"
+        message_id = message.get("Message-ID", "(no Message-ID)")
+        try:
+            rejected = self._deliver(message)
+        except MailDeliveryError:
+            raise
+        except (smtplib.SMTPException, OSError) as exc:
+            # ssl.SSLError and socket timeouts are OSErrors too.
+            raise MailDeliveryError(
+                f"Sending {message_id} through {where} failed: {_describe(exc)}"
+            ) from exc
+        if rejected:
+            replies = "; ".join(f"{code} {text!r}" for code, text in rejected.values())
+            raise MailDeliveryError(
+                f"{where} rejected {len(rejected)} recipients of {message_id}: "
+                f"{replies}"
+            )
+
+    def _deliver(self, message: EmailMessage) -> dict[str, tuple[int, bytes]]:
+        smtp = self.smtp
+        context = ssl.create_default_context(
+            cafile=str(smtp.ca_file) if smtp.ca_file else None
+        )
+        client: smtplib.SMTP
+        if smtp.implicit_tls:
+            client = smtplib.SMTP_SSL(
+                smtp.host, smtp.port, timeout=smtp.timeout, context=context
+            )
+        else:
+            client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
+        with client:
+            client.ehlo()
+            if smtp.starttls != "off" and not smtp.implicit_tls:
+                self._start_tls(client, context)
+            if smtp.username:
+                client.login(smtp.username, smtp.password or "")
+            return client.send_message(message)
+
+    def _start_tls(self, client: smtplib.SMTP, context: ssl.SSLContext) -> None:
+        if client.has_extn("starttls"):
+            client.starttls(context=context)
+            client.ehlo()
+            return
+        if self.smtp.starttls == "require":
+            raise MailDeliveryError(
+                f"{self.smtp.host}:{self.smtp.port} does not offer STARTTLS, which is "
+                "required when smtp_url has a user name. Use a server with STARTTLS, "
+                "smtps://, or ?starttls=off for a trusted local relay."
+            )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, smtplib.SMTPResponseException):
+        text = (
+            exc.smtp_error.decode(errors="replace")
+            if isinstance(exc.smtp_error, bytes)
+            else str(exc.smtp_error)
+        )
+        return f"{type(exc).__name__} {exc.smtp_code} {text}"
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = ", ".join(str(code) for code, _text in exc.recipients.values())
+        return f"SMTPRecipientsRefused ({codes})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class FileBackend:
+    """Write each message to `<mail_dir>/<Message-ID>.eml`.
+
+    The file is written to a temporary name and renamed into place, so readers never
+    see half a message, and a retry of the same message replaces its file.
+    """
+
+    name = "file"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def path_for(self, message: EmailMessage) -> Path:
+        message_id = message.get("Message-ID")
+        if not message_id:
+            raise MailError(
+                "A message needs a Message-ID before the file backend stores it."
+            )
+        return self.directory / f"{_file_name(str(message_id))}.eml"
+
+    def send(self, message: EmailMessage) -> None:
+        target = self.path_for(message)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        data = message.as_bytes(policy=policy.default)
+        descriptor, temporary = tempfile.mkstemp(
+            dir=self.directory, prefix=".", suffix=".tmp"
+        )
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+
+def _file_name(message_id: str) -> str:
+    """A file name from a Message-ID: `<refund-1-accepted@shop>` becomes
+    `refund-1-accepted@shop`. An id with other characters gets them replaced and a
+    hash of the original appended, so two ids never share a file."""
+    core = message_id.strip().strip("<>")
+    safe = "".join(
+        c if c.isascii() and (c.isalnum() or c in "._@-") else "_" for c in core
+    )
+    safe = safe.lstrip(".")[:180]
+    if safe != core:
+        safe += "-" + hashlib.sha256(core.encode()).hexdigest()[:16]
+    return safe
+
+
+def mail_backend(settings: Any) -> MailBackend:
+    """SMTP when `smtp_url` is set, else the file backend on `mail_dir`."""
+    url = getattr(settings, "smtp_url", None)
+    if url:
+        timeout = float(
+            getattr(settings, "smtp_timeout_seconds", None) or SMTP_TIMEOUT_SECONDS
+        )
+        ca_file = getattr(settings, "smtp_ca_file", None)
+        smtp = parse_smtp_url(
+            str(url), timeout=timeout, ca_file=Path(ca_file) if ca_file else None
+        )
+        return SmtpBackend(smtp)
+    return FileBackend(Path(getattr(settings, "mail_dir", "var/mail")))
