@@ -1,4 +1,4 @@
-"""Shared fixtures: a fresh database per test on SQLite and PostgreSQL, the app, keys."""
+"""Shared fixtures: a fresh database per test on SQLite and PostgreSQL, app, keys."""
 
 from __future__ import annotations
 
@@ -64,7 +64,9 @@ def postgres_schema_url() -> Iterator[str]:
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    url = make_url(POSTGRES_URL).update_query_dict(
+        {"options": f"-csearch_path={schema}"}
+    )
     try:
         yield url.render_as_string(hide_password=False)
     finally:
@@ -107,7 +109,9 @@ def settings_overrides() -> dict[str, object]:
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path, settings_overrides: dict[str, object]) -> Settings:
+def settings(
+    database_url: str, tmp_path: Path, settings_overrides: dict[str, object]
+) -> Settings:
     return make_settings(database_url, tmp_path, **settings_overrides)
 
 
@@ -137,7 +141,9 @@ KeyMaker = Callable[..., str]
 def make_key(runtime: Runtime) -> KeyMaker:
     """Create a key: make_key("orders.read", project="p", environment=None)."""
 
-    def make(*scopes: str, project: str = "test-project", environment: str | None = None) -> str:
+    def make(
+        *scopes: str, project: str = "test-project", environment: str | None = None
+    ) -> str:
         with runtime.session_factory() as session, session.begin():
             owner = get_or_create_project(session, runtime.settings, project)
             _key, value = create_api_key(
@@ -169,7 +175,9 @@ class LiveServer:
     def __init__(self, app: FastAPI) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -9,13 +9,14 @@ import time
 from pathlib import Path
 
 import requests
-
 from tests.conftest import free_port
 
 ORDERDESK = [sys.executable, "-m", "orderdesk.cli"]
 
 
-def start_server(workdir: Path, port: int, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+def start_server(
+    workdir: Path, port: int, env: dict[str, str]
+) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
         [*ORDERDESK, "serve", "--demo", "--port", str(port)],
         cwd=workdir,
@@ -29,12 +30,17 @@ def start_server(workdir: Path, port: int, env: dict[str, str]) -> tuple[subproc
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            if (
+                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code
+                == 200
+            ):
                 return process, key
         except requests.ConnectionError:
             time.sleep(0.2)
     process.kill()
-    raise AssertionError(f"server did not start: {process.stderr.read() if process.stderr else ''}")
+    raise AssertionError(
+        f"server did not start: {process.stderr.read() if process.stderr else ''}"
+    )
 
 
 def test_demo_against_serve_demo(tmp_path: Path) -> None:
@@ -44,7 +50,14 @@ def test_demo_against_serve_demo(tmp_path: Path) -> None:
     try:
         assert key.startswith("sk_development_")
         demo = subprocess.run(
-            [*ORDERDESK, "demo", "--base-url", f"http://127.0.0.1:{port}", "--api-key", key],
+            [
+                *ORDERDESK,
+                "demo",
+                "--base-url",
+                f"http://127.0.0.1:{port}",
+                "--api-key",
+                key,
+            ],
             cwd=tmp_path,
             env=env,
             capture_output=True,
@@ -66,9 +79,19 @@ def test_demo_fails_on_bad_key(tmp_path: Path) -> None:
     server, _key = start_server(tmp_path, port, env)
     try:
         demo = subprocess.run(
-            [*ORDERDESK, "demo", "--base-url", f"http://127.0.0.1:{port}",
-             "--api-key", "sk_development_" + "x" * 32],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+            [
+                *ORDERDESK,
+                "demo",
+                "--base-url",
+                f"http://127.0.0.1:{port}",
+                "--api-key",
+                "sk_development_" + "x" * 32,
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert demo.returncode != 0
         assert "401" in demo.stdout + demo.stderr

@@ -35,11 +35,14 @@ def create_app(
         runtime.start()
         worker_thread = None
         if run_worker:
-            from orderdesk.jobs.worker import Worker
             import threading
 
+            from orderdesk.jobs.worker import Worker
+
             worker = Worker(runtime)
-            worker_thread = threading.Thread(target=worker.run_forever, name="worker", daemon=True)
+            worker_thread = threading.Thread(
+                target=worker.run_forever, name="worker", daemon=True
+            )
             worker_thread.start()
             app.state.worker = worker
         try:
@@ -85,7 +88,9 @@ def create_app(
     @app.get("/metrics", include_in_schema=False)
     def metrics_page() -> Response:
         """Expose Prometheus metrics in the text format."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(
+            generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST
+        )
 
     return app
 

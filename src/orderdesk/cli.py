@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,9 +11,13 @@ from rich.console import Console
 
 from orderdesk.config import load_settings
 
-app = typer.Typer(help="orderdesk: order management for headless checkout.", no_args_is_help=True)
+app = typer.Typer(
+    help="orderdesk: order management for headless checkout.", no_args_is_help=True
+)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
-catalog_app = typer.Typer(help="Import and list catalog products.", no_args_is_help=True)
+catalog_app = typer.Typer(
+    help="Import and list catalog products.", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(catalog_app, name="catalog")
 
@@ -41,17 +44,28 @@ def fail(message: str) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
-    demo: Annotated[bool, typer.Option(help="Seed a demo project, the sample catalog and a key with every scope.")] = False,
-    worker: Annotated[bool, typer.Option(help="Run the job worker in this process.")] = True,
-    workers: Annotated[int, typer.Option(help="Number of API processes (PostgreSQL only).")] = 1,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            help="Seed a demo project, the sample catalog and a key with every scope."
+        ),
+    ] = False,
+    worker: Annotated[
+        bool, typer.Option(help="Run the job worker in this process.")
+    ] = True,
+    workers: Annotated[
+        int, typer.Option(help="Number of API processes (PostgreSQL only).")
+    ] = 1,
 ) -> None:
     """Run the HTTP API (and, unless --no-worker, the job worker)."""
     import uvicorn
 
     from orderdesk.app import create_app
+    from orderdesk.logs import configure_logging
     from orderdesk.runtime import Runtime
 
     settings = load_settings()
+    configure_logging(settings)
     runtime = Runtime.build(settings)
     runtime.start()
     if demo:
@@ -62,7 +76,9 @@ def serve(
         console.print("API key (shown once):")
         print(key, flush=True)
     application = create_app(runtime=runtime, run_worker=worker)
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        application, host=host, port=port, log_level="warning", access_log=False
+    )
 
 
 @app.command("worker")
@@ -93,12 +109,21 @@ def migrate() -> None:
 
 @keys_app.command("create")
 def keys_create(
-    project: Annotated[str, typer.Option(help="Project name; created if it does not exist.")],
-    scopes: Annotated[str, typer.Option(help="Comma-separated scopes, e.g. orders.create,orders.read.")],
+    project: Annotated[
+        str, typer.Option(help="Project name; created if it does not exist.")
+    ],
+    scopes: Annotated[
+        str,
+        typer.Option(help="Comma-separated scopes, e.g. orders.create,orders.read."),
+    ],
     name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
 ) -> None:
     """Create an API key. The key is printed once, as the last line."""
-    from orderdesk.auth.services import create_api_key, get_or_create_project, parse_scopes
+    from orderdesk.auth.services import (
+        create_api_key,
+        get_or_create_project,
+        parse_scopes,
+    )
     from orderdesk.errors import OrderDeskError
 
     runtime = _runtime()
@@ -112,13 +137,17 @@ def keys_create(
         fail(exc.message)
     finally:
         runtime.close()
-    console.print(f"created key {key.id} for project {project!r} with scopes {key.scopes}")
+    console.print(
+        f"created key {key.id} for project {project!r} with scopes {key.scopes}"
+    )
     console.print("Store it now: it is not shown again.")
     print(value, flush=True)
 
 
 @keys_app.command("revoke")
-def keys_revoke(key: Annotated[str, typer.Argument(help="The key id or the full key.")]) -> None:
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key id or the full key.")],
+) -> None:
     """Revoke an API key; requests with it get 401 from then on."""
     from orderdesk.auth.services import revoke_api_key
     from orderdesk.errors import OrderDeskError
@@ -149,7 +178,9 @@ def keys_list() -> None:
 
 
 @catalog_app.command("import")
-def catalog_import(path: Annotated[Path, typer.Argument(help="CSV or JSON catalog file.")]) -> None:
+def catalog_import(
+    path: Annotated[Path, typer.Argument(help="CSV or JSON catalog file.")],
+) -> None:
     """Insert or update catalog products from a CSV or JSON file."""
     from orderdesk.catalog.services import import_rows, read_catalog_file
     from orderdesk.errors import OrderDeskError
@@ -164,7 +195,9 @@ def catalog_import(path: Annotated[Path, typer.Argument(help="CSV or JSON catalo
         fail(getattr(exc, "message", str(exc)))
     finally:
         runtime.close()
-    console.print(f"imported {result.created} new and {result.updated} updated products")
+    console.print(
+        f"imported {result.created} new and {result.updated} updated products"
+    )
 
 
 @catalog_app.command("list")
@@ -175,20 +208,32 @@ def catalog_list() -> None:
     runtime = _runtime()
     with runtime.session_factory() as session:
         for product in list_products(session):
-            print(f"{product.locator}  {product.price} USD  stock {product.stock}  {product.name}")
+            print(
+                f"{product.locator}  {product.price} USD  "
+                f"stock {product.stock}  {product.name}"
+            )
     runtime.close()
 
 
 @app.command()
 def demo(
-    base_url: Annotated[str, typer.Option(help="Where orderdesk serve listens.")] = "http://127.0.0.1:8000",
-    api_key: Annotated[str | None, typer.Option(help="A key with every scope (printed by serve --demo).", envvar="ORDERDESK_API_KEY")] = None,
+    base_url: Annotated[
+        str, typer.Option(help="Where orderdesk serve listens.")
+    ] = "http://127.0.0.1:8000",
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            help="A key with every scope (printed by serve --demo).",
+            envvar="ORDERDESK_API_KEY",
+        ),
+    ] = None,
 ) -> None:
     """Run the main job over HTTP: order, pay, ship, track, refund."""
     from orderdesk.demo import DemoFailed, run_demo
 
     if not api_key:
         fail("Pass --api-key (the key printed by: orderdesk serve --demo).")
+        return
     try:
         run_demo(base_url.rstrip("/"), api_key)
     except DemoFailed as exc:

@@ -15,7 +15,9 @@ console = Console()
 
 DEMO_ITEMS = [
     {"productLocator": "amazon:B08N5WRWNW", "quantity": 2},
-    {"productLocator": "shopify:https://lumen-home.myshopify.com/products/soy-candle:39990001112234"},
+    {
+        "productLocator": "shopify:https://lumen-home.myshopify.com/products/soy-candle:39990001112234"
+    },
 ]
 DEMO_RECIPIENT = {
     "email": "jordan.lee@example.com",
@@ -34,7 +36,10 @@ ERC20_TRANSFER_ABI = [
         "name": "transfer",
         "type": "function",
         "stateMutability": "nonpayable",
-        "inputs": [{"name": "to", "type": "address"}, {"name": "amount", "type": "uint256"}],
+        "inputs": [
+            {"name": "to", "type": "address"},
+            {"name": "amount", "type": "uint256"},
+        ],
         "outputs": [{"name": "", "type": "bool"}],
     }
 ]
@@ -46,7 +51,9 @@ class DemoFailed(Exception):
 
 class DemoClient:
     def __init__(self, base_url: str, api_key: str) -> None:
-        self.http = httpx.Client(base_url=base_url, headers={"X-API-KEY": api_key}, timeout=30)
+        self.http = httpx.Client(
+            base_url=base_url, headers={"X-API-KEY": api_key}, timeout=30
+        )
 
     def call(self, method: str, path: str, expected: int, **kwargs: Any) -> Any:
         try:
@@ -55,7 +62,8 @@ class DemoClient:
             raise DemoFailed(f"{method} {path} failed: {exc}") from exc
         if response.status_code != expected:
             raise DemoFailed(
-                f"{method} {path} answered {response.status_code}, expected {expected}: "
+                f"{method} {path} answered {response.status_code}, "
+                f"expected {expected}: "
                 f"{response.text[:500]}"
             )
         return response.json()
@@ -73,7 +81,14 @@ def run_demo(base_url: str, api_key: str) -> None:
     client = DemoClient(base_url, api_key)
     wallet = Account.create()
     step(f"Fund a fresh devnet wallet {wallet.address}")
-    show(client.call("POST", "/devnet/faucet", 200, json={"address": wallet.address, "usdc": "500"}))
+    show(
+        client.call(
+            "POST",
+            "/devnet/faucet",
+            200,
+            json={"address": wallet.address, "usdc": "500"},
+        )
+    )
 
     step("Create an order for two catalog products")
     created = client.call(
@@ -82,22 +97,33 @@ def run_demo(base_url: str, api_key: str) -> None:
         201,
         json={
             "recipient": DEMO_RECIPIENT,
-            "payment": {"method": "devnet", "currency": "usdc", "payerAddress": wallet.address},
+            "payment": {
+                "method": "devnet",
+                "currency": "usdc",
+                "payerAddress": wallet.address,
+            },
             "lineItems": DEMO_ITEMS,
         },
     )
     order = created["order"]
     order_id = order["orderId"]
-    console.print(f"order {order_id}: quote {order['quote']['status']}, total "
-                  f"{order['quote']['totalPrice']['amount']} USDC, payment {order['payment']['status']}")
+    console.print(
+        f"order {order_id}: quote {order['quote']['status']}, total "
+        f"{order['quote']['totalPrice']['amount']} USDC, "
+        f"payment {order['payment']['status']}"
+    )
     if order["payment"]["status"] != "awaiting-payment":
-        raise DemoFailed(f"expected payment awaiting-payment, got {order['payment']['status']}")
+        raise DemoFailed(
+            f"expected payment awaiting-payment, got {order['payment']['status']}"
+        )
 
     step("Sign the prepared transfer and send it through /devnet/rpc")
     tx_id = _pay(client, base_url, wallet, order)
     console.print(f"sent {tx_id}")
     paid = client.call(
-        "POST", f"/api/2022-06-09/orders/{order_id}/payment", 200,
+        "POST",
+        f"/api/2022-06-09/orders/{order_id}/payment",
+        200,
         json={"type": "crypto-tx-id", "txId": tx_id},
     )
     paid = _wait_for_payment(client, order_id, paid)
@@ -105,14 +131,29 @@ def run_demo(base_url: str, api_key: str) -> None:
 
     step("Record a shipment and its tracking events")
     package = client.call(
-        "POST", f"/api/unstable/orders/{order_id}/shipments", 201,
-        json={"carrierName": "UPS", "carrierTrackingNumber": "1Z 999 AA1 01 2345 6784", "lineItems": [0, 1]},
+        "POST",
+        f"/api/unstable/orders/{order_id}/shipments",
+        201,
+        json={
+            "carrierName": "UPS",
+            "carrierTrackingNumber": "1Z 999 AA1 01 2345 6784",
+            "lineItems": [0, 1],
+        },
     )
     now = datetime.now(UTC)
-    for status, when in (("shipped", now - timedelta(days=2)), ("delivered", now - timedelta(hours=3))):
+    for status, when in (
+        ("shipped", now - timedelta(days=2)),
+        ("delivered", now - timedelta(hours=3)),
+    ):
         client.call(
-            "POST", f"/api/unstable/orders/{order_id}/shipments/{package['packageId']}/events", 201,
-            json={"status": status, "occurredAt": when.isoformat(), "location": "New York, NY"},
+            "POST",
+            f"/api/unstable/orders/{order_id}/shipments/{package['packageId']}/events",
+            201,
+            json={
+                "status": status,
+                "occurredAt": when.isoformat(),
+                "location": "New York, NY",
+            },
         )
 
     step("Tracking")
@@ -123,7 +164,9 @@ def run_demo(base_url: str, api_key: str) -> None:
 
     step("Request a refund for line item 0")
     refund = client.call(
-        "POST", f"/api/unstable/orders/{order_id}/refunds", 201,
+        "POST",
+        f"/api/unstable/orders/{order_id}/refunds",
+        201,
         json={"lineItem": 0, "reason": "The bottle arrived dented."},
     )
     show(refund)
@@ -143,7 +186,9 @@ def _pay(client: DemoClient, base_url: str, wallet: Any, order: dict[str, Any]) 
         raise DemoFailed("the order has no payment.preparation to sign")
     raw = bytes.fromhex(prepared["serializedTransaction"][2:])
     if raw[0] != 2:
-        raise DemoFailed("payment.preparation.serializedTransaction is not an EIP-1559 transaction")
+        raise DemoFailed(
+            "payment.preparation.serializedTransaction is not an EIP-1559 transaction"
+        )
     fields = rlp.decode(raw[1:])
     chain_id, nonce, tip, max_fee, gas, to, value, data = (fields[i] for i in range(8))
     transaction = {
@@ -158,19 +203,29 @@ def _pay(client: DemoClient, base_url: str, wallet: Any, order: dict[str, Any]) 
         "data": "0x" + data.hex(),
         "accessList": [],
     }
-    TypedTransaction.from_dict(transaction)  # raises if the fields are not a valid type 2
+    TypedTransaction.from_dict(
+        transaction
+    )  # raises if the fields are not a valid type 2
     signed = wallet.sign_transaction(transaction)
     answer = client.call(
-        "POST", "/devnet/rpc", 200,
-        json={"jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransaction",
-              "params": ["0x" + signed.raw_transaction.hex()]},
+        "POST",
+        "/devnet/rpc",
+        200,
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "eth_sendRawTransaction",
+            "params": ["0x" + signed.raw_transaction.hex()],
+        },
     )
     if "result" not in answer:
         raise DemoFailed(f"eth_sendRawTransaction failed: {answer}")
     return str(answer["result"])
 
 
-def _wait_for_payment(client: DemoClient, order_id: str, order: dict[str, Any]) -> dict[str, Any]:
+def _wait_for_payment(
+    client: DemoClient, order_id: str, order: dict[str, Any]
+) -> dict[str, Any]:
     deadline = time.monotonic() + 60
     while order["payment"]["status"] != "completed":
         if order["payment"].get("failureReason"):

@@ -29,7 +29,11 @@ class OrderDeskError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": True, "message": self.message, "code": self.code}
+        body: dict[str, Any] = {
+            "error": True,
+            "message": self.message,
+            "code": self.code,
+        }
         if self.details is not None:
             body["details"] = self.details
         body.update(self.extra)

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message as ASGIMessage, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as ASGIMessage
 
 from orderdesk.errors import (
     InvalidInput,
@@ -31,10 +32,14 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def error_response(error: OrderDeskError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
+    return JSONResponse(
+        error.body(), status_code=error.status_code, headers=error.headers
+    )
 
 
-def validation_details(exc: ValidationError | RequestValidationError) -> list[dict[str, str]]:
+def validation_details(
+    exc: ValidationError | RequestValidationError,
+) -> list[dict[str, str]]:
     """Turn pydantic errors into the API's {field, message} list."""
     details = []
     for item in exc.errors():
@@ -84,13 +89,15 @@ def check_json_content_type(request: Request) -> None:
 
 
 async def read_body(request: Request, *, required: bool = True) -> bytes:
-    """Read the body after checking its type; an empty body is allowed if not required."""
+    """Read the body after checking its type. An empty body passes if not required."""
     raw = await request.body()
     if not raw and not required:
         return raw
     check_json_content_type(request)
     if not raw:
-        raise InvalidInput("The request body is empty. Send a JSON object.", code="invalid_json")
+        raise InvalidInput(
+            "The request body is empty. Send a JSON object.", code="invalid_json"
+        )
     return raw
 
 
@@ -107,7 +114,9 @@ def parse_json_body(request: Request, model: type[ModelT], raw: bytes) -> ModelT
     """Check the content type, then validate `raw` against `model`."""
     check_json_content_type(request)
     if not raw:
-        raise InvalidInput("The request body is empty. Send a JSON object.", code="invalid_json")
+        raise InvalidInput(
+            "The request body is empty. Send a JSON object.", code="invalid_json"
+        )
     return parse_model(model, raw)
 
 
@@ -205,11 +214,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(
+        _request: Request, exc: RequestValidationError
+    ) -> JSONResponse:
         details = validation_details(exc)
         fields = ", ".join(sorted({d["field"] for d in details}))
         error = InvalidInput(
-            f"The request is invalid in: {fields}. Fix the parameters listed in details.",
+            f"The request is invalid in: {fields}. "
+            "Fix the parameters listed in details.",
             details=details,
         )
         return error_response(error)
@@ -218,7 +230,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             error = OrderDeskError(
-                f"No route matches {request.method} {request.url.path}. Check the path.",
+                f"No route matches {request.method} {request.url.path}. "
+                "Check the path.",
                 code="not_found",
             )
         elif exc.status_code == 405:
@@ -251,7 +264,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled_error", path=request.url.path, error_type=type(exc).__name__)
+        log.exception(
+            "unhandled_error", path=request.url.path, error_type=type(exc).__name__
+        )
         return _internal()
 
 

@@ -11,9 +11,10 @@ from orderdesk.config import Settings
 
 
 def configure_logging(settings: Settings) -> None:
-    json_output = (settings.log_format or (
-        "console" if settings.environment == "development" else "json"
-    )) == "json"
+    json_output = (
+        settings.log_format
+        or ("console" if settings.environment == "development" else "json")
+    ) == "json"
     level = logging.getLevelName(settings.log_level.upper())
     if not isinstance(level, int):
         level = logging.INFO
@@ -24,7 +25,9 @@ def configure_logging(settings: Settings) -> None:
         structlog.processors.format_exc_info,
     ]
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if json_output
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[*processors, renderer],

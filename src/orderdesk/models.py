@@ -7,6 +7,7 @@ from orderdesk.orders.models import LineItem, Order, OrderEvent
 from orderdesk.payments.models import AddressNonce, DevnetJournalEntry
 from orderdesk.refunds.models import IdempotencyRecord, Refund
 from orderdesk.shipping.models import Package, TrackingEvent
+from orderdesk.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "AddressNonce",
@@ -22,4 +23,7 @@ __all__ = [
     "Project",
     "Refund",
     "TrackingEvent",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

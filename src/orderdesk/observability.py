@@ -16,7 +16,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class Metrics:
-    """The service's metrics, on a registry of their own so tests can build many apps."""
+    """The service's metrics, on their own registry so tests can build many apps."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -31,7 +31,21 @@ class Metrics:
             "HTTP request duration in seconds by route template and method.",
             ["route", "method"],
             registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            buckets=(
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                5,
+                10,
+            ),
         )
 
 
@@ -69,7 +83,12 @@ class RequestContextMiddleware:
             self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.latency.labels(route, method).observe(elapsed)
             if status >= 500:
-                log.error("request_failed", method=method, path=scope.get("path"), status=status)
+                log.error(
+                    "request_failed",
+                    method=method,
+                    path=scope.get("path"),
+                    status=status,
+                )
             structlog.contextvars.unbind_contextvars("request_id")
 
 

@@ -22,13 +22,15 @@ class RateLimiter:
         }
 
     def hit(self, project_id: str, kind: str) -> None:
-        """Count one request of `kind` ("read" or "write"), raising 429 over the limit."""
+        """Count one request of `kind` ("read" or "write"); raise 429 over the limit."""
         item = self._limits[kind]
         if item is None:
             return
         if self._strategy.hit(item, "orderdesk", project_id, kind):
             return
-        reset_at, _remaining = self._strategy.get_window_stats(item, "orderdesk", project_id, kind)
+        reset_at, _remaining = self._strategy.get_window_stats(
+            item, "orderdesk", project_id, kind
+        )
         retry_after = max(1, math.ceil(reset_at - time.time()))
         raise RateLimited(
             f"The project sent more than {item.amount} {kind} requests in a minute. "

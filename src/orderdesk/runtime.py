@@ -48,7 +48,9 @@ class Runtime:
         if migrate:
             upgrade(self.engine)
         if self.chains is None:
-            self.chains = ChainRegistry.from_settings(self.settings, self.session_factory)
+            self.chains = ChainRegistry.from_settings(
+                self.settings, self.session_factory
+            )
         import orderdesk.handlers  # noqa: F401 - registers the job handlers
 
     def close(self) -> None:

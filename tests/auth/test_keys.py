@@ -3,12 +3,11 @@ import hashlib
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from tests.conftest import KeyMaker
 
 from orderdesk.auth.models import ApiKey
 from orderdesk.auth.services import revoke_api_key
 from orderdesk.runtime import Runtime
-
-from tests.conftest import KeyMaker
 
 ORDERS = "/api/2022-06-09/orders"
 
@@ -46,7 +45,9 @@ def test_environment_mismatch_names_both(client: TestClient) -> None:
     assert "development" in body["message"]
 
 
-def test_revoked_key_gets_401(client: TestClient, make_key: KeyMaker, runtime: Runtime) -> None:
+def test_revoked_key_gets_401(
+    client: TestClient, make_key: KeyMaker, runtime: Runtime
+) -> None:
     value = make_key("orders.read")
     assert client.get(ORDERS, headers={"X-API-KEY": value}).status_code == 200
     with runtime.session_factory() as session, session.begin():
@@ -64,7 +65,13 @@ def test_missing_scope_names_it(client: TestClient, make_key: KeyMaker) -> None:
 
 
 def test_scope_never_implies_another(client: TestClient, make_key: KeyMaker) -> None:
-    writer = make_key("orders.create", "orders.update", "orders.fulfill", "refunds.review", "webhooks.manage")
+    writer = make_key(
+        "orders.create",
+        "orders.update",
+        "orders.fulfill",
+        "refunds.review",
+        "webhooks.manage",
+    )
     assert client.get(ORDERS, headers={"X-API-KEY": writer}).status_code == 403
 
 

@@ -9,7 +9,10 @@ from orderdesk.errors import InvalidInput
     [
         ("amazon:B08N5WRWNW", "amazon:B08N5WRWNW"),
         ("amazon:https://www.amazon.com/dp/B08N5WRWNW", "amazon:B08N5WRWNW"),
-        ("amazon:https://www.amazon.com/Some-Title/dp/B08N5WRWNW/ref=sr_1_1?k=x", "amazon:B08N5WRWNW"),
+        (
+            "amazon:https://www.amazon.com/Some-Title/dp/B08N5WRWNW/ref=sr_1_1?k=x",
+            "amazon:B08N5WRWNW",
+        ),
         ("amazon:https://amazon.co.uk/gp/product/B08N5WRWNW", "amazon:B08N5WRWNW"),
         ("amazon:https://www.amazon.de/dp/b08n5wrwnw", "amazon:B08N5WRWNW"),
         (

@@ -36,7 +36,9 @@ def test_csv_and_json_files(runtime: Runtime, tmp_path: Path) -> None:
         "amazon:https://www.amazon.com/dp/B000000001,Lamp,Desk lamp,,19.99,2.50,7\n"
     )
     json_file = tmp_path / "catalog.json"
-    json_file.write_text(json.dumps([{"locator": "amazon:B000000002", "name": "Pen", "price": 3}]))
+    json_file.write_text(
+        json.dumps([{"locator": "amazon:B000000002", "name": "Pen", "price": 3}])
+    )
     with runtime.session_factory() as session, session.begin():
         import_rows(session, read_catalog_file(csv_file))
         import_rows(session, read_catalog_file(json_file))

@@ -34,9 +34,15 @@ def seed_catalog(runtime: Runtime) -> None:
 
 def order_body(**changes: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "recipient": {"email": "jordan@example.com", "physicalAddress": copy.deepcopy(ADDRESS)},
+        "recipient": {
+            "email": "jordan@example.com",
+            "physicalAddress": copy.deepcopy(ADDRESS),
+        },
         "payment": {"method": "devnet", "currency": "usdc", "payerAddress": PAYER},
-        "lineItems": [{"productLocator": BOTTLE, "quantity": 2}, {"productLocator": EARBUDS}],
+        "lineItems": [
+            {"productLocator": BOTTLE, "quantity": 2},
+            {"productLocator": EARBUDS},
+        ],
     }
     for key, value in changes.items():
         if value is None:
@@ -47,6 +53,8 @@ def order_body(**changes: Any) -> dict[str, Any]:
 
 
 def create(client: TestClient, key: str, **changes: Any) -> dict[str, Any]:
-    response = client.post(ORDERS, json=order_body(**changes), headers={"X-API-KEY": key})
+    response = client.post(
+        ORDERS, json=order_body(**changes), headers={"X-API-KEY": key}
+    )
     assert response.status_code == 201, response.text
     return response.json()

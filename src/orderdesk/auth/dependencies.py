@@ -25,10 +25,12 @@ def request_kind(request: Request) -> str:
 
 
 def get_principal(request: Request, session: DbSession) -> Principal:
-    """Authenticate by X-API-KEY, or else by an order's client secret in Authorization."""
+    """Authenticate by X-API-KEY, else by an order's client secret in Authorization."""
     api_key = request.headers.get("x-api-key")
     if api_key:
-        principal = authenticate_key(session, request.app.state.settings, api_key.strip())
+        principal = authenticate_key(
+            session, request.app.state.settings, api_key.strip()
+        )
         request.app.state.rate_limiter.hit(principal.project_id, request_kind(request))
         return principal
     secret = request.headers.get("authorization")

@@ -89,7 +89,8 @@ def parse_scopes(raw: str | list[str]) -> list[str]:
     unknown = [s for s in scopes if s not in ALL_SCOPES]
     if unknown:
         raise InvalidInput(
-            f"Unknown scope(s) {', '.join(unknown)}. Use any of: {', '.join(ALL_SCOPES)}."
+            f"Unknown scope(s) {', '.join(unknown)}. "
+            f"Use any of: {', '.join(ALL_SCOPES)}."
         )
     if not scopes:
         raise InvalidInput(f"Give at least one scope: {', '.join(ALL_SCOPES)}.")
@@ -105,7 +106,9 @@ def create_api_key(
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its secret value, which is not stored."""
     if environment not in ENVIRONMENTS:
-        raise InvalidInput(f"Environment {environment!r} must be one of {ENVIRONMENTS}.")
+        raise InvalidInput(
+            f"Environment {environment!r} must be one of {ENVIRONMENTS}."
+        )
     value = f"sk_{environment}_{random_token()}"
     key = ApiKey(
         project_id=project.id,
@@ -177,7 +180,11 @@ def authenticate_key(session: Session, settings: Settings, value: str) -> KeyPri
         )
     key = find_key(session, value)
     if key is None:
-        raise Unauthorized("The API key is not recognised. Check it or create a new one.")
+        raise Unauthorized(
+            "The API key is not recognised. Check it or create a new one."
+        )
     if key.revoked_at is not None:
-        raise Unauthorized("The API key has been revoked. Create a new key.", code="key_revoked")
+        raise Unauthorized(
+            "The API key has been revoked. Create a new key.", code="key_revoked"
+        )
     return KeyPrincipal(key.project_id, key.key_id, key.scopes)

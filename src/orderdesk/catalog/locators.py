@@ -27,7 +27,9 @@ class Locator:
         return self.key
 
 
-def locator_error(raw: str, reason: str, code: str = "invalid_product_locator") -> InvalidInput:
+def locator_error(
+    raw: str, reason: str, code: str = "invalid_product_locator"
+) -> InvalidInput:
     shown = raw if len(raw) <= 120 else raw[:117] + "..."
     return InvalidInput(
         f"productLocator {shown!r} {reason}. Use amazon:<ASIN>, amazon:<product URL> "

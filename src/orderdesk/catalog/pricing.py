@@ -16,16 +16,22 @@ class LineCharges:
     total: Decimal
 
 
-def sales_tax_rate(rates: dict[str, Decimal], country: str, state: str | None) -> Decimal:
+def sales_tax_rate(
+    rates: dict[str, Decimal], country: str, state: str | None
+) -> Decimal:
     """Return the rate for a US state; other countries are charged no US sales tax."""
     if country != "US" or not state:
         return Decimal("0")
     return rates.get(state.upper(), Decimal("0"))
 
 
-def line_charges(unit: Decimal, shipping_per_unit: Decimal, quantity: int, rate: Decimal) -> LineCharges:
+def line_charges(
+    unit: Decimal, shipping_per_unit: Decimal, quantity: int, rate: Decimal
+) -> LineCharges:
     """Price one line. Tax is on the goods only, rounded half-up to the cent."""
     goods = unit * quantity
     tax = (goods * rate).quantize(CENT, rounding=ROUND_HALF_UP)
     shipping = (shipping_per_unit * quantity).quantize(CENT, rounding=ROUND_HALF_UP)
-    return LineCharges(unit=unit, sales_tax=tax, shipping=shipping, total=goods + tax + shipping)
+    return LineCharges(
+        unit=unit, sales_tax=tax, shipping=shipping, total=goods + tax + shipping
+    )

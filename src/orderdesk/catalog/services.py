@@ -82,7 +82,9 @@ def sample_catalog_rows() -> list[dict[str, Any]]:
 
 
 def _validate_row(number: int, row: dict[str, Any]) -> dict[str, Any]:
-    missing = [f for f in ("locator", "name", "price") if not str(row.get(f) or "").strip()]
+    missing = [
+        f for f in ("locator", "name", "price") if not str(row.get(f) or "").strip()
+    ]
     if missing:
         raise InvalidInput(f"Catalog row {number} is missing {', '.join(missing)}.")
     locator = parse_locator(str(row["locator"]).strip()).key
@@ -92,7 +94,9 @@ def _validate_row(number: int, row: dict[str, Any]) -> dict[str, Any]:
         "description": str(row.get("description") or "").strip(),
         "image_url": str(row.get("image_url") or "").strip()[:1000],
         "price": _money(number, "price", row["price"], allow_zero=False),
-        "shipping": _money(number, "shipping", row.get("shipping") or "0", allow_zero=True),
+        "shipping": _money(
+            number, "shipping", row.get("shipping") or "0", allow_zero=True
+        ),
         "stock": _stock(number, row.get("stock", 0)),
     }
 
@@ -101,7 +105,9 @@ def _money(number: int, field: str, raw: Any, *, allow_zero: bool) -> Decimal:
     try:
         value = Decimal(str(raw).strip())
     except InvalidOperation as exc:
-        raise InvalidInput(f"Catalog row {number}: {field} {raw!r} is not a number.") from exc
+        raise InvalidInput(
+            f"Catalog row {number}: {field} {raw!r} is not a number."
+        ) from exc
     if not value.is_finite() or value < 0 or (value == 0 and not allow_zero):
         raise InvalidInput(f"Catalog row {number}: {field} {raw!r} must be above zero.")
     if value > MAX_PRICE or value != value.quantize(Decimal("0.01")):
@@ -116,7 +122,9 @@ def _stock(number: int, raw: Any) -> int:
     try:
         value = int(str(raw).strip() or "0")
     except ValueError as exc:
-        raise InvalidInput(f"Catalog row {number}: stock {raw!r} is not an integer.") from exc
+        raise InvalidInput(
+            f"Catalog row {number}: stock {raw!r} is not an integer."
+        ) from exc
     if value < 0:
         raise InvalidInput(f"Catalog row {number}: stock {raw!r} is negative.")
     return value

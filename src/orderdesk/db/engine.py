@@ -31,7 +31,10 @@ def make_engine(settings: Settings) -> Engine:
 def _make_sqlite_engine(url: str) -> Engine:
     engine = create_engine(
         url,
-        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        connect_args={
+            "check_same_thread": False,
+            "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+        },
         pool_size=20,
         max_overflow=20,
     )
@@ -65,7 +68,9 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def transaction(factory: sessionmaker[Session], *, read_only: bool = False) -> Iterator[Session]:
+def transaction(
+    factory: sessionmaker[Session], *, read_only: bool = False
+) -> Iterator[Session]:
     """Open a session, commit when the block ends, roll back when it raises."""
     session = factory()
     if read_only:

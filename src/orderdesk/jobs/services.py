@@ -43,12 +43,17 @@ def enqueue(
     session.flush()
     if session.get_bind().dialect.name == "postgresql":
         # Delivered to listening workers only when this transaction commits.
-        session.execute(text("SELECT pg_notify(:channel, :kind)"), {"channel": NOTIFY_CHANNEL, "kind": kind})
+        session.execute(
+            text("SELECT pg_notify(:channel, :kind)"),
+            {"channel": NOTIFY_CHANNEL, "kind": kind},
+        )
     session.info["jobs_enqueued"] = True
     return job
 
 
-def find_jobs(session: Session, *, status: str | None = None, kind: str | None = None) -> list[Job]:
+def find_jobs(
+    session: Session, *, status: str | None = None, kind: str | None = None
+) -> list[Job]:
     query = select(Job).order_by(Job.id)
     if status:
         query = query.where(Job.status == status)

@@ -35,7 +35,9 @@ def backoff_seconds(attempt: int) -> float:
 
 
 class Worker:
-    def __init__(self, runtime: Runtime, *, name: str | None = None, batch: int = 10) -> None:
+    def __init__(
+        self, runtime: Runtime, *, name: str | None = None, batch: int = 10
+    ) -> None:
         self.runtime = runtime
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.batch = batch
@@ -120,7 +122,9 @@ class Worker:
             handler = HANDLERS.get(job.kind)
             if handler is None:
                 raise LookupError(f"no handler is registered for job kind {job.kind!r}")
-            context = JobContext(runtime=self.runtime, job_id=job.id, attempt=job.attempts)
+            context = JobContext(
+                runtime=self.runtime, job_id=job.id, attempt=job.attempts
+            )
             handler(context, session, dict(job.payload))
             job.status = "done"
             job.locked_by = None
@@ -130,7 +134,9 @@ class Worker:
             session.commit()
         except RetryLater as retry:
             session.rollback()
-            self._reschedule(job_id, retry.delay_seconds, retry.reason, count_attempt=False)
+            self._reschedule(
+                job_id, retry.delay_seconds, retry.reason, count_attempt=False
+            )
         except Exception as exc:
             session.rollback()
             log.warning("job_failed_attempt", job_id=job_id, error=repr(exc))
@@ -156,7 +162,9 @@ class Worker:
                 job.attempts = max(0, job.attempts - 1)
             if count_attempt and job.attempts >= job.max_attempts:
                 job.status = "failed"
-                log.error("job_failed", job_id=job_id, kind=job.kind, attempts=job.attempts)
+                log.error(
+                    "job_failed", job_id=job_id, kind=job.kind, attempts=job.attempts
+                )
                 return
             job.status = "queued"
             wait = delay if delay is not None else backoff_seconds(job.attempts)

@@ -26,7 +26,11 @@ Chains = Annotated[Any, Depends(get_chains)]
 
 @router.post("", status_code=201, openapi_extra=raw_json(OrderCreate))
 def create_order(
-    request: Request, raw: RawBody, principal: CurrentPrincipal, session: DbSession, chains: Chains
+    request: Request,
+    raw: RawBody,
+    principal: CurrentPrincipal,
+    session: DbSession,
+    chains: Chains,
 ) -> JSONResponse:
     """Create an order and quote it from the catalog."""
     key = require_project_key(principal, "orders.create")
@@ -40,7 +44,8 @@ def create_order(
         return JSONResponse({"clientSecret": None, "order": preview}, status_code=200)
     session.commit()
     return JSONResponse(
-        {"clientSecret": secret, "order": serialize_order(order, chains)}, status_code=201
+        {"clientSecret": secret, "order": serialize_order(order, chains)},
+        status_code=201,
     )
 
 
@@ -49,7 +54,9 @@ def list_orders(
     principal: CurrentPrincipal,
     session: DbSession,
     chains: Chains,
-    limit: Annotated[int, Query(ge=1, le=services.MAX_PAGE_SIZE)] = services.DEFAULT_PAGE_SIZE,
+    limit: Annotated[
+        int, Query(ge=1, le=services.MAX_PAGE_SIZE)
+    ] = services.DEFAULT_PAGE_SIZE,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> dict[str, Any]:
     """List the project's orders, newest first."""
@@ -64,7 +71,11 @@ def list_orders(
 
 @router.get("/{order_id}")
 def get_order(
-    order_id: str, request: Request, principal: CurrentPrincipal, session: DbSession, chains: Chains
+    order_id: str,
+    request: Request,
+    principal: CurrentPrincipal,
+    session: DbSession,
+    chains: Chains,
 ) -> dict[str, Any]:
     """Return one order."""
     order = load_order(session, principal, order_id, "orders.read", request=request)
@@ -87,6 +98,8 @@ def update_order(
     check_json_content_type(request)
     services.reject_line_items_edit(raw)
     body = parse_json_body(request, OrderUpdate, raw)
-    services.update_order(session, request.app.state.settings, chains, order, body, principal.actor)
+    services.update_order(
+        session, request.app.state.settings, chains, order, body, principal.actor
+    )
     session.commit()
     return serialize_order(order, chains)

@@ -43,7 +43,9 @@ def order_email(order: Order) -> str | None:
     return (order.recipient or {}).get("email") or order.receipt_email
 
 
-def serialize_order(order: Order, chains: Any = None, now: datetime | None = None) -> dict[str, Any]:
+def serialize_order(
+    order: Order, chains: Any = None, now: datetime | None = None
+) -> dict[str, Any]:
     now = now or utcnow()
     quote_status = effective_quote_status(order, now)
     expired = quote_status == QuoteStatus.EXPIRED
@@ -120,11 +122,16 @@ def _payment(order: Order, quote_status: str, chains: Any) -> dict[str, Any]:
     if order.refunded_amount:
         payment["refunded"] = money(order.refunded_amount, order.currency)
     if order.failure_code and order.payment_state != PaymentState.COMPLETED:
-        payment["failureReason"] = {"code": order.failure_code, "message": order.failure_message}
+        payment["failureReason"] = {
+            "code": order.failure_code,
+            "message": order.failure_message,
+        }
     return payment
 
 
-def _unpaid_status(order: Order, quote_status: str, chains: Any, payment: dict[str, Any]) -> str:
+def _unpaid_status(
+    order: Order, quote_status: str, chains: Any, payment: dict[str, Any]
+) -> str:
     if quote_status != QuoteStatus.VALID:
         return PaymentStatus.REQUIRES_QUOTE
     if not order_email(order):

@@ -22,7 +22,13 @@ from orderdesk.config import Settings
 from orderdesk.db.base import new_id, utcnow
 from orderdesk.errors import Conflict, InvalidInput
 from orderdesk.orders.models import LineItem, Order, OrderEvent
-from orderdesk.orders.schemas import LineItemIn, OrderCreate, OrderUpdate, PaymentIn, RecipientIn
+from orderdesk.orders.schemas import (
+    LineItemIn,
+    OrderCreate,
+    OrderUpdate,
+    PaymentIn,
+    RecipientIn,
+)
 from orderdesk.orders.statuses import (
     LineItemQuoteStatus,
     PaymentState,
@@ -57,10 +63,13 @@ def resolve_payment_method(chains: Any, payment: PaymentIn) -> PaymentTarget:
     if currency not in chain.tokens:
         supported = sorted(chain.tokens)
         raise InvalidInput(
-            f"payment.currency {payment.currency!r} is not configured on {payment.method}. "
+            f"payment.currency {payment.currency!r} is not configured on "
+            f"{payment.method}. "
             f"Supported: {', '.join(supported)}.",
             code="unsupported_currency",
-            details=[{"field": "payment.currency", "message": f"use one of {supported}"}],
+            details=[
+                {"field": "payment.currency", "message": f"use one of {supported}"}
+            ],
         )
     return PaymentTarget(payment.method, currency)
 
@@ -120,7 +129,8 @@ def create_order(
     _apply_payment(order, body.payment, target)
     order.recipient = body.recipient.to_json() if body.recipient else None
     order.line_items = [
-        _new_line_item(index, item, target.chain) for index, item in enumerate(body.items())
+        _new_line_item(index, item, target.chain)
+        for index, item in enumerate(body.items())
     ]
     _check_recipient(body.recipient)
     price_order(session, settings, order, now)
@@ -128,7 +138,9 @@ def create_order(
         return order, None
     session.add(order)
     session.flush()
-    record_event(session, order, "order.created", principal.actor, to_state=order.quote_status)
+    record_event(
+        session, order, "order.created", principal.actor, to_state=order.quote_status
+    )
     return order, secret
 
 
@@ -136,7 +148,9 @@ def _new_line_item(index: int, item: LineItemIn, chain: str) -> LineItem:
     try:
         locator = parse_locator(item.product_locator)
     except InvalidInput as exc:
-        exc.details = [{"field": f"lineItems.{index}.productLocator", "message": exc.message}]
+        exc.details = [
+            {"field": f"lineItems.{index}.productLocator", "message": exc.message}
+        ]
         raise
     return LineItem(
         id=new_id(),
@@ -158,7 +172,9 @@ def _check_recipient(recipient: RecipientIn | None) -> None:
         field = "state" if "state" in str(exc) else "postalCode"
         raise InvalidInput(
             f"recipient.physicalAddress {exc}.",
-            details=[{"field": f"recipient.physicalAddress.{field}", "message": str(exc)}],
+            details=[
+                {"field": f"recipient.physicalAddress.{field}", "message": str(exc)}
+            ],
         ) from exc
 
 
@@ -169,13 +185,17 @@ def _apply_payment(order: Order, payment: PaymentIn, target: PaymentTarget) -> N
     order.receipt_email = payment.receipt_email
 
 
-def price_order(session: Session, settings: Settings, order: Order, now: datetime) -> None:
+def price_order(
+    session: Session, settings: Settings, order: Order, now: datetime
+) -> None:
     """Price every line item from the catalog and set the quote status and expiry."""
     products = find_products(session, [item.locator for item in order.line_items])
     recipient = order.recipient or {}
     address = recipient.get("physicalAddress") or {}
     address_complete = _address_complete(address)
-    rate = sales_tax_rate(settings.tax_rate_table, address.get("country", ""), address.get("state"))
+    rate = sales_tax_rate(
+        settings.tax_rate_table, address.get("country", ""), address.get("state")
+    )
     total = Decimal("0")
     available = 0
     for item in order.line_items:
@@ -211,7 +231,9 @@ def price_order(session: Session, settings: Settings, order: Order, now: datetim
         order.quote_status = QuoteStatus.REQUIRES_PHYSICAL_ADDRESS
     else:
         order.quote_status = QuoteStatus.VALID
-    order.phase = Phase.PAYMENT if order.quote_status == QuoteStatus.VALID else Phase.QUOTE
+    order.phase = (
+        Phase.PAYMENT if order.quote_status == QuoteStatus.VALID else Phase.QUOTE
+    )
 
 
 def _address_complete(address: dict[str, Any]) -> bool:
@@ -238,8 +260,8 @@ def update_order(
     """Apply a PATCH and re-quote. Only allowed before a payment was submitted."""
     if order.payment_state != PaymentState.UNPAID:
         raise Conflict(
-            f"Order {order.id} already has a payment ({order.payment_state}); it can no "
-            "longer be edited. Create a new order instead.",
+            f"Order {order.id} already has a payment ({order.payment_state}), so it "
+            "can no longer be edited. Create a new order instead.",
             code="order_already_paid",
         )
     fields = body.model_fields_set
@@ -249,20 +271,29 @@ def update_order(
                 "payment cannot be null; send the whole payment object.",
                 details=[{"field": "payment", "message": "must be an object"}],
             )
-        _apply_payment(order, body.payment, resolve_payment_method(chains, body.payment))
+        _apply_payment(
+            order, body.payment, resolve_payment_method(chains, body.payment)
+        )
     if "recipient" in fields:
         _check_recipient(body.recipient)
         order.recipient = body.recipient.to_json() if body.recipient else None
     if "locale" in fields:
         if body.locale is None:
-            raise InvalidInput("locale cannot be null.", details=[{"field": "locale", "message": "must be a string"}])
+            raise InvalidInput(
+                "locale cannot be null.",
+                details=[{"field": "locale", "message": "must be a string"}],
+            )
         order.locale = body.locale
     now = utcnow()
     order.failure_code = order.failure_message = None
     price_order(session, settings, order, now)
     order.updated_at = now
     record_event(
-        session, order, "order.updated", actor, to_state=order.quote_status,
+        session,
+        order,
+        "order.updated",
+        actor,
+        to_state=order.quote_status,
         data={"fields": sorted(fields)},
     )
     return order
@@ -276,7 +307,8 @@ def reject_line_items_edit(raw: bytes) -> None:
         return
     if isinstance(data, dict) and "lineItems" in data:
         raise InvalidInput(
-            "lineItems cannot be changed after an order is created. Create a new order.",
+            "lineItems cannot be changed after an order is created. "
+            "Create a new order.",
             code="line_items_immutable",
             details=[{"field": "lineItems", "message": "cannot be edited"}],
         )
@@ -289,7 +321,9 @@ class OrderPage:
     previous_cursor: str | None
 
 
-def list_orders(session: Session, project_id: str, limit: int, cursor: str | None) -> OrderPage:
+def list_orders(
+    session: Session, project_id: str, limit: int, cursor: str | None
+) -> OrderPage:
     """Return one page of a project's orders, newest first, by keyset pagination."""
     direction, position = ("next", None) if cursor is None else _decode_cursor(cursor)
     query = select(Order).where(Order.project_id == project_id)
@@ -297,11 +331,17 @@ def list_orders(session: Session, project_id: str, limit: int, cursor: str | Non
         created, order_id = position
         if direction == "next":
             query = query.where(
-                or_(Order.created_at < created, and_(Order.created_at == created, Order.id < order_id))
+                or_(
+                    Order.created_at < created,
+                    and_(Order.created_at == created, Order.id < order_id),
+                )
             )
         else:
             query = query.where(
-                or_(Order.created_at > created, and_(Order.created_at == created, Order.id > order_id))
+                or_(
+                    Order.created_at > created,
+                    and_(Order.created_at == created, Order.id > order_id),
+                )
             )
     if direction == "next":
         query = query.order_by(Order.created_at.desc(), Order.id.desc())

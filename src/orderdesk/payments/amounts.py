@@ -6,7 +6,7 @@ from decimal import Decimal
 
 
 def to_base_units(amount: Decimal, decimals: int) -> int:
-    """Return amount x 10**decimals, raising ValueError if that is not a whole number."""
+    """Return amount x 10**decimals; raise ValueError if that is not a whole number."""
     scaled = amount.scaleb(decimals)
     if scaled != scaled.to_integral_value():
         raise ValueError(f"{amount} has more than {decimals} decimals")

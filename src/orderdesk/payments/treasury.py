@@ -40,7 +40,9 @@ def load_master_secret(settings: Settings) -> bytes:
     _check_permissions(path)
     value = path.read_bytes().strip()
     if len(value) < 32:
-        raise TreasurySecretError(f"The treasury secret in {path} is shorter than 32 bytes.")
+        raise TreasurySecretError(
+            f"The treasury secret in {path} is shorter than 32 bytes."
+        )
     return value
 
 
