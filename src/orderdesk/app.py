@@ -58,6 +58,8 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         description="Order management for headless checkout paid in stablecoins.",
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.runtime = runtime
@@ -69,6 +71,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     _include_routers(app, settings)
+    _mount_offline_docs(app)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
@@ -101,12 +104,14 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
     from orderdesk.refunds.routes import router as refunds_router
     from orderdesk.shipping.carrier_routes import router as carrier_router
     from orderdesk.shipping.routes import router as shipping_router
+    from orderdesk.webhooks.routes import router as webhooks_router
 
     app.include_router(orders_router)
     app.include_router(payments_router)
     app.include_router(shipping_router)
     app.include_router(refunds_router)
     app.include_router(carrier_router)
+    app.include_router(webhooks_router)
     if settings.devnet_endpoints_enabled:
         from orderdesk.payments.devnet_routes import router as devnet_router
 
@@ -130,3 +135,26 @@ def readiness_checks(runtime: Runtime, settings: Settings) -> dict[str, str]:
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             checks["redis"] = f"failed: {exc.__class__.__name__}"
     return checks
+
+
+def _mount_offline_docs(app: FastAPI) -> None:
+    """Serve Swagger UI at /docs from the swagger-ui-bundle package, not a CDN."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(
+        "/docs/assets",
+        StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
+        name="docs-assets",
+    )
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="orderdesk API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )

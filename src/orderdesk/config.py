@@ -94,6 +94,15 @@ class Settings(BaseSettings):
 
     quote_ttl_seconds: int = Field(default=3600, ge=1)
     return_window_days: int = Field(default=30, ge=0)
+    # A refund request whose amount is below this is accepted as soon as it is made,
+    # with no review. None (the default) sends every request to review.
+    refund_auto_accept_below: Decimal | None = Field(default=None, gt=0)
+    # Seconds between checks of a sent payout transaction for its confirmations.
+    payout_recheck_seconds: float = Field(default=5.0, gt=0)
+    # Seconds before the first retry of a payout the treasury cannot fund; the delay
+    # doubles with each failure up to payout_retry_max_seconds.
+    payout_retry_seconds: float = Field(default=30.0, gt=0)
+    payout_retry_max_seconds: float = Field(default=3600.0, gt=0)
     tax_rates: str | None = None
 
     mail_dir: Path = Path("var/mail")
@@ -127,10 +136,31 @@ class Settings(BaseSettings):
     # Seconds between the steps of the simulated fulfilment provider.
     simulated_step_seconds: float = Field(default=20.0, gt=0)
 
+    # Merchant webhooks: the time limit of one delivery attempt (keep it below the
+    # worker's 60 s job lease), a factor on every retry delay, and whether production
+    # may deliver to loopback, private and link-local addresses.
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0)
+    webhook_retry_scale: float = Field(default=1.0, gt=0)
+    webhook_allow_private_urls: bool = False
+
     worker_poll_seconds: float = Field(default=1.0, gt=0)
     payment_recheck_seconds: float = Field(default=5.0, gt=0)
     log_format: Literal["console", "json"] | None = None
     log_level: str = "INFO"
+
+    # The operator console. The secret keys the stored session token hashes, the
+    # login form tokens and the flash cookie. When both are unset in development, a
+    # random one is written to data_dir/console-session.key.
+    console_session_secret: str | None = None
+    console_session_secret_file: Path | None = None
+    # A session ends this many hours after login, or after this many idle minutes.
+    console_session_hours: float = Field(default=12.0, gt=0)
+    console_session_idle_minutes: float = Field(default=60.0, gt=0)
+    # Failed logins within console_lockout_minutes that lock further attempts, counted
+    # per email and per client IP address.
+    console_lockout_minutes: float = Field(default=15.0, gt=0)
+    console_lockout_email_failures: int = Field(default=5, ge=1)
+    console_lockout_ip_failures: int = Field(default=20, ge=1)
 
     @field_validator("database_url")
     @classmethod

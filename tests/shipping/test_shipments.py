@@ -105,7 +105,10 @@ def test_shipment_without_estimate(
         client, api_key, order.id, [0], deliveryTimeRange={"upperBound": None}
     )
     assert package["deliveryTimeRange"] == {"lowerBound": None, "upperBound": None}
-    assert package["trackingUrl"] is None
+    # With no trackingUrl given, the carrier's default tracking page is used.
+    assert package["trackingUrl"] == (
+        "https://www.ups.com/track?loc=en_US&tracknum=1Z999AA10123456784"
+    )
 
 
 def test_line_item_split_over_packages(

@@ -63,6 +63,7 @@ def record_shipment(
         tracking_url=body.tracking_url,
         delivery_time_range=_time_range(body.delivery_time_range),
         actor=principal.actor,
+        settings=request.app.state.settings,
     )
     reply = package_body(package)
     session.commit()

@@ -27,6 +27,7 @@ from orderdesk.shipping.models import Package, TrackingEvent
 from orderdesk.shipping.rollup import lock_order, roll_up_delivery
 from orderdesk.shipping.schemas import package_body
 from orderdesk.shipping.statuses import PackageKind, PackageStatus, deciding_event
+from orderdesk.shipping.tracking_urls import tracking_url as default_tracking_url
 from orderdesk.shipping.validation import (
     MAX_CLOCK_SKEW,
     MAX_DEDUPE_KEY_LENGTH,
@@ -131,8 +132,12 @@ def record_package(
     delivery_time_range: TimeRange | None = None,
     *,
     actor: str = "system",
+    settings: Any | None = None,
 ) -> Package:
     """Record a parcel holding some of a paid order's line items.
+
+    Without a tracking URL, the carrier's default page (or the template in
+    `settings.tracking_url_templates`) is used.
 
     Raises InvalidShipment for bad input, OrderNotPaid, and PackageExists when the
     carrier and tracking number are already recorded (on any order).
@@ -140,7 +145,9 @@ def record_package(
     carrier_name, carrier_key = normalize_carrier(carrier)
     number = normalize_tracking_number(tracking_number)
     indexes = check_line_items(order, line_items)
-    tracking_url = check_tracking_url(tracking_url)
+    tracking_url = check_tracking_url(tracking_url) or default_tracking_url(
+        carrier_name, number, settings
+    )
     estimate = check_time_range(delivery_time_range, "deliveryTimeRange")
     package_kind = PackageKind(kind)
 
@@ -233,7 +240,9 @@ def record_tracking_event(
     An event already stored (same dedupe key: the provider's event id, or else status,
     time, description and location) changes nothing and comes back with created False.
     The status follows `shipping.statuses`. The estimate is replaced only by one from
-    an event at least as recent as the estimate's. Raises InvalidShipment.
+    an event at least as recent as the estimate's. A return parcel that becomes
+    delivered marks its refund's return received, which starts the payout (see
+    `refunds.returns`). Raises InvalidShipment.
     """
     now = now or utcnow()
     package_status = check_status(status)
@@ -302,6 +311,15 @@ def record_tracking_event(
     )
     if changed and package.kind == PackageKind.OUTBOUND:
         roll_up_delivery(session, order, actor)
+    if (
+        changed
+        and package.kind == PackageKind.RETURN
+        and package.status == PackageStatus.DELIVERED
+    ):
+        # Imported here: refunds records its return parcels through this module.
+        from orderdesk.refunds.returns import receive_return_parcel
+
+        receive_return_parcel(session, package, actor)
     return TrackingUpdate(package, event, True, previous_status, package.status)
 
 
