@@ -10,6 +10,10 @@ import typer
 from rich.console import Console
 
 from orderdesk.config import load_settings
+from orderdesk.jobs.cli import jobs_app
+from orderdesk.orders.cli import orders_app
+from orderdesk.shipping.cli import shipments_app
+from orderdesk.webhooks.cli import webhooks_app
 
 app = typer.Typer(
     help="orderdesk: order management for headless checkout.", no_args_is_help=True
@@ -20,6 +24,10 @@ catalog_app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(orders_app, name="orders")
+app.add_typer(shipments_app, name="shipments")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(webhooks_app, name="webhooks")
 
 console = Console(stderr=True)
 
