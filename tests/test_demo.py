@@ -67,6 +67,7 @@ def test_demo_against_serve_demo(tmp_path: Path) -> None:
         assert demo.returncode == 0, demo.stdout + demo.stderr
         assert "demo finished" in demo.stdout
         assert "refund-request-initiated" in demo.stdout
+        assert "refund completed: payout 0x" in demo.stdout
     finally:
         server.terminate()
         server.wait(timeout=30)

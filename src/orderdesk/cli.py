@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,8 +11,10 @@ import typer
 from rich.console import Console
 
 from orderdesk.config import load_settings
+from orderdesk.console.cli import users_app
 from orderdesk.jobs.cli import jobs_app
 from orderdesk.orders.cli import orders_app
+from orderdesk.refunds.cli import refunds_app
 from orderdesk.shipping.cli import shipments_app
 from orderdesk.webhooks.cli import webhooks_app
 
@@ -22,14 +25,21 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 catalog_app = typer.Typer(
     help="Import and list catalog products.", no_args_is_help=True
 )
+projects_app = typer.Typer(
+    help="List projects and choose their fulfilment.", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(users_app, name="users")
+app.add_typer(projects_app, name="projects")
+app.add_typer(refunds_app, name="refunds")
 app.add_typer(orders_app, name="orders")
 app.add_typer(shipments_app, name="shipments")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(webhooks_app, name="webhooks")
 
 console = Console(stderr=True)
+DEMO_STEP_SECONDS = 1.0
 
 
 def _runtime():  # type: ignore[no-untyped-def]
@@ -73,6 +83,9 @@ def serve(
     from orderdesk.runtime import Runtime
 
     settings = load_settings()
+    if demo and "ORDERDESK_SIMULATED_STEP_SECONDS" not in os.environ:
+        # The demo's simulated carrier moves in seconds, not in the default's tens.
+        settings.simulated_step_seconds = DEMO_STEP_SECONDS
     configure_logging(settings)
     runtime = Runtime.build(settings)
     runtime.start()
@@ -170,6 +183,44 @@ def keys_revoke(
     finally:
         runtime.close()
     console.print(f"revoked key {key_id}")
+
+
+@projects_app.command("list")
+def projects_list() -> None:
+    """List projects with their treasury address and fulfilment provider."""
+    from orderdesk.auth.services import list_projects
+
+    runtime = _runtime()
+    with runtime.session_factory() as session:
+        for project in list_projects(session):
+            print(
+                f"{project.name}  treasury {project.treasury_address}  "
+                f"fulfilment {project.fulfilment_provider}"
+            )
+    runtime.close()
+
+
+@projects_app.command("set-fulfilment")
+def projects_set_fulfilment(
+    project: Annotated[str, typer.Argument(help="Project name.")],
+    provider: Annotated[str, typer.Argument(help="manual or simulated.")],
+) -> None:
+    """Choose how a project's paid orders are fulfilled."""
+    from orderdesk.auth.services import get_project_by_name, set_fulfilment_provider
+    from orderdesk.errors import OrderDeskError
+
+    runtime = _runtime()
+    try:
+        with runtime.session_factory() as session, session.begin():
+            found = get_project_by_name(session, project)
+            if found is None:
+                fail(f"No project is named {project!r}. See: orderdesk projects list.")
+            set_fulfilment_provider(found, provider)
+    except OrderDeskError as exc:
+        fail(exc.message)
+    finally:
+        runtime.close()
+    console.print(f"project {project!r} now uses the {provider} fulfilment provider")
 
 
 @keys_app.command("list")

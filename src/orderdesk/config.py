@@ -133,6 +133,8 @@ class Settings(BaseSettings):
     carrier_aftership_secret: str | None = None
     # JSON object of carrier name to a URL template containing {number}.
     tracking_url_templates: str | None = None
+    # The fulfilment provider of new projects: "manual" or "simulated".
+    fulfilment_provider: Literal["manual", "simulated"] = "manual"
     # Seconds between the steps of the simulated fulfilment provider.
     simulated_step_seconds: float = Field(default=20.0, gt=0)
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import httpx
 from eth_account import Account
+from eth_utils import to_checksum_address
 from rich.console import Console
 
-console = Console()
+console = Console(soft_wrap=True)
 
 DEMO_ITEMS = [
     {"productLocator": "amazon:B08N5WRWNW", "quantity": 2},
@@ -45,6 +46,12 @@ ERC20_TRANSFER_ABI = [
 ]
 
 
+# How long to wait for automatic fulfilment before shipping by hand, and for
+# any delivery or payout at all.
+MANUAL_FALLBACK_SECONDS = 20
+DELIVERY_TIMEOUT_SECONDS = 180
+
+
 class DemoFailed(Exception):
     pass
 
@@ -56,6 +63,7 @@ class DemoClient:
         )
 
     def call(self, method: str, path: str, expected: int, **kwargs: Any) -> Any:
+        """Send one request and return its JSON, raising DemoFailed on any surprise."""
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -129,38 +137,9 @@ def run_demo(base_url: str, api_key: str) -> None:
     paid = _wait_for_payment(client, order_id, paid)
     console.print(f"payment {paid['payment']['status']}, phase {paid['phase']}")
 
-    step("Record a shipment and its tracking events")
-    package = client.call(
-        "POST",
-        f"/api/unstable/orders/{order_id}/shipments",
-        201,
-        json={
-            "carrierName": "UPS",
-            "carrierTrackingNumber": "1Z 999 AA1 01 2345 6784",
-            "lineItems": [0, 1],
-        },
-    )
-    now = datetime.now(UTC)
-    for status, when in (
-        ("shipped", now - timedelta(days=2)),
-        ("delivered", now - timedelta(hours=3)),
-    ):
-        client.call(
-            "POST",
-            f"/api/unstable/orders/{order_id}/shipments/{package['packageId']}/events",
-            201,
-            json={
-                "status": status,
-                "occurredAt": when.isoformat(),
-                "location": "New York, NY",
-            },
-        )
-
-    step("Tracking")
-    tracking = client.call("GET", f"/api/unstable/orders/{order_id}/tracking", 200)
+    step("Wait for the fulfilment provider to ship and deliver the order")
+    tracking = _wait_for_delivery(client, order_id)
     show(tracking)
-    if [entry["status"] for entry in tracking] != ["delivered"]:
-        raise DemoFailed(f"expected one delivered package, got {tracking}")
 
     step("Request a refund for line item 0")
     refund = client.call(
@@ -168,8 +147,29 @@ def run_demo(base_url: str, api_key: str) -> None:
         f"/api/unstable/orders/{order_id}/refunds",
         201,
         json={"lineItem": 0, "reason": "The bottle arrived dented."},
+        headers={"Idempotency-Key": f"demo-{order_id}-0"},
     )
-    show(refund)
+    refund_id = refund["refundId"]
+    console.print(
+        f"refund {refund_id}: {refund['status']}, {refund['amount']['amount']} USDC"
+    )
+
+    step("Accept the refund: a return label is emailed to the buyer")
+    accepted = client.call(
+        "POST", f"/api/unstable/orders/{order_id}/refunds/{refund_id}/accept", 200
+    )
+    label = accepted.get("returnLabel") or {}
+    console.print(
+        f"refund {accepted['status']}; return label {label.get('carrierName')} "
+        f"{label.get('carrierTrackingNumber')}"
+    )
+
+    step("Ship the return parcel back to the merchant")
+    _deliver_return(client, order_id, refund_id)
+
+    step("Wait for the payout to the paying wallet")
+    completed = _wait_for_refund(client, order_id, refund_id)
+    show(completed.get("payout"))
 
     step("Refunds of the order")
     show(client.call("GET", f"/api/unstable/orders/{order_id}/refunds", 200))
@@ -198,7 +198,7 @@ def _pay(client: DemoClient, base_url: str, wallet: Any, order: dict[str, Any]) 
         "maxPriorityFeePerGas": int.from_bytes(tip, "big"),
         "maxFeePerGas": int.from_bytes(max_fee, "big"),
         "gas": int.from_bytes(gas, "big"),
-        "to": "0x" + to.hex(),
+        "to": to_checksum_address("0x" + to.hex()),
         "value": int.from_bytes(value, "big"),
         "data": "0x" + data.hex(),
         "accessList": [],
@@ -221,6 +221,96 @@ def _pay(client: DemoClient, base_url: str, wallet: Any, order: dict[str, Any]) 
     if "result" not in answer:
         raise DemoFailed(f"eth_sendRawTransaction failed: {answer}")
     return str(answer["result"])
+
+
+def _wait_for_delivery(client: DemoClient, order_id: str) -> list[dict[str, Any]]:
+    """Poll tracking until every outbound package is delivered.
+
+    When no package shows up (a project with the manual provider), the demo
+    records a shipment and its events itself, as an operator would.
+    """
+    path = f"/api/unstable/orders/{order_id}/tracking"
+    appeared = time.monotonic() + MANUAL_FALLBACK_SECONDS
+    deadline = time.monotonic() + DELIVERY_TIMEOUT_SECONDS
+    last: list[str] = []
+    while True:
+        tracking = client.call("GET", path, 200)
+        outbound = [p for p in tracking if p["kind"] == "outbound"]
+        statuses = [p["status"] for p in outbound]
+        if statuses != last:
+            console.print(f"packages: {', '.join(statuses) or 'none yet'}")
+            last = statuses
+        if outbound and all(status == "delivered" for status in statuses):
+            return list(tracking)
+        if not outbound and time.monotonic() > appeared:
+            console.print("no package was shipped automatically; recording one")
+            _record_shipment(client, order_id)
+            continue
+        if time.monotonic() > deadline:
+            raise DemoFailed(
+                f"packages still {statuses} after {DELIVERY_TIMEOUT_SECONDS} s"
+            )
+        time.sleep(1)
+
+
+def _record_shipment(client: DemoClient, order_id: str) -> None:
+    order = client.call("GET", f"/api/2022-06-09/orders/{order_id}", 200)
+    package = client.call(
+        "POST",
+        f"/api/unstable/orders/{order_id}/shipments",
+        201,
+        json={
+            "carrierName": "UPS",
+            "carrierTrackingNumber": "1Z999AA1"
+            + order_id.replace("-", "")[:10].upper(),
+            "lineItems": list(range(len(order["lineItems"]))),
+        },
+    )
+    _post_events(client, order_id, package["packageId"])
+
+
+def _post_events(client: DemoClient, order_id: str, package_id: str) -> None:
+    now = datetime.now(UTC)
+    for status, when in (
+        ("shipped", now - timedelta(minutes=2)),
+        ("delivered", now - timedelta(minutes=1)),
+    ):
+        client.call(
+            "POST",
+            f"/api/unstable/orders/{order_id}/shipments/{package_id}/events",
+            201,
+            json={
+                "status": status,
+                "occurredAt": when.isoformat(),
+                "location": "Reno, NV",
+            },
+        )
+
+
+def _deliver_return(client: DemoClient, order_id: str, refund_id: str) -> None:
+    tracking = client.call("GET", f"/api/unstable/orders/{order_id}/tracking", 200)
+    returns = [
+        p for p in tracking if p["kind"] == "return" and p.get("refundId") == refund_id
+    ]
+    if not returns:
+        raise DemoFailed(f"no return parcel is tracked for refund {refund_id}")
+    _post_events(client, order_id, returns[0]["packageId"])
+    console.print(f"return parcel {returns[0]['packageId']} delivered")
+
+
+def _wait_for_refund(
+    client: DemoClient, order_id: str, refund_id: str
+) -> dict[str, Any]:
+    deadline = time.monotonic() + DELIVERY_TIMEOUT_SECONDS
+    while True:
+        refunds = client.call("GET", f"/api/unstable/orders/{order_id}/refunds", 200)
+        refund = next(r for r in refunds if r["refundId"] == refund_id)
+        if refund["status"] == "refund-request-completed":
+            console.print(f"refund completed: payout {refund['payout']['txId']}")
+            return dict(refund)
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"refund still {refund['status']}: {refund.get('payout')}")
+        time.sleep(1)
 
 
 def _wait_for_payment(

@@ -1,4 +1,7 @@
-"""Seed the demo project, the sample catalog and a key with every scope."""
+"""Seed the demo project, the sample catalog and a key with every scope.
+
+The demo project ships with the simulated fulfilment provider.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ def seed_demo(runtime: Runtime) -> str:
     """Create (or refresh) the demo data and return a new key's value."""
     with runtime.session_factory() as session, session.begin():
         project = get_or_create_project(session, runtime.settings, DEMO_PROJECT)
-        project.fulfilment_provider = "manual"
+        project.fulfilment_provider = "simulated"
         import_rows(session, sample_catalog_rows())
         _key, value = create_api_key(
             session, project, runtime.settings.environment, list(ALL_SCOPES), "demo"

@@ -73,10 +73,31 @@ def create_project(session: Session, settings: Settings, name: str) -> Project:
         raise InvalidInput(f"Project name {name!r} must be 1 to 100 characters.")
     index = (session.scalar(select(func.max(Project.treasury_index))) or 0) + 1
     account = treasury_account(load_master_secret(settings), index)
-    project = Project(name=name, treasury_index=index, treasury_address=account.address)
+    project = Project(
+        name=name,
+        treasury_index=index,
+        treasury_address=account.address,
+        fulfilment_provider=settings.fulfilment_provider,
+    )
     session.add(project)
     session.flush()
     return project
+
+
+FULFILMENT_PROVIDERS = ("manual", "simulated")
+
+
+def set_fulfilment_provider(project: Project, provider: str) -> None:
+    if provider not in FULFILMENT_PROVIDERS:
+        raise InvalidInput(
+            f"Fulfilment provider {provider!r} is unknown. Use one of: "
+            f"{', '.join(FULFILMENT_PROVIDERS)}."
+        )
+    project.fulfilment_provider = provider
+
+
+def list_projects(session: Session) -> list[Project]:
+    return list(session.scalars(select(Project).order_by(Project.name)))
 
 
 def get_or_create_project(session: Session, settings: Settings, name: str) -> Project:
