@@ -99,6 +99,8 @@ def create_app(
 
 
 def _include_routers(app: FastAPI, settings: Settings) -> None:
+    from orderdesk.console.routes import router as console_router
+    from orderdesk.console.web import ConsoleStaticFiles
     from orderdesk.orders.routes import router as orders_router
     from orderdesk.payments.routes import router as payments_router
     from orderdesk.refunds.routes import router as refunds_router
@@ -112,6 +114,9 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
     app.include_router(refunds_router)
     app.include_router(carrier_router)
     app.include_router(webhooks_router)
+    # The static mount comes first, because the console router ends in a catch-all.
+    app.mount("/console/static", ConsoleStaticFiles(), name="console-static")
+    app.include_router(console_router)
     if settings.devnet_endpoints_enabled:
         from orderdesk.payments.devnet_routes import router as devnet_router
 

@@ -215,6 +215,7 @@ def projects_set_fulfilment(
             found = get_project_by_name(session, project)
             if found is None:
                 fail(f"No project is named {project!r}. See: orderdesk projects list.")
+                return
             set_fulfilment_provider(found, provider)
     except OrderDeskError as exc:
         fail(exc.message)

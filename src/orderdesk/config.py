@@ -150,9 +150,9 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] | None = None
     log_level: str = "INFO"
 
-    # The operator console. The secret keys the stored session token hashes, the
-    # login form tokens and the flash cookie. When both are unset in development, a
-    # random one is written to data_dir/console-session.key.
+    # The operator console. The secret is the HMAC key of the stored session token
+    # hashes, the login form tokens and the flash cookie. When both are unset in
+    # development, a random one is written to data_dir/console-session.key.
     console_session_secret: str | None = None
     console_session_secret_file: Path | None = None
     # A session ends this many hours after login, or after this many idle minutes.

@@ -35,6 +35,7 @@ from orderdesk.orders.statuses import (
     Phase,
     QuoteStatus,
 )
+from orderdesk.webhooks import events, notify
 
 DEFAULT_PAGE_SIZE = 30
 MAX_PAGE_SIZE = 100
@@ -141,6 +142,7 @@ def create_order(
     record_event(
         session, order, "order.created", principal.actor, to_state=order.quote_status
     )
+    notify.order_event(session, order, events.ORDERS_QUOTE_CREATED, chains)
     return order, secret
 
 
@@ -296,6 +298,7 @@ def update_order(
         to_state=order.quote_status,
         data={"fields": sorted(fields)},
     )
+    notify.order_event(session, order, events.ORDERS_QUOTE_UPDATED, chains)
     return order
 
 

@@ -280,13 +280,15 @@ def emit_event(
     session: Session,
     project_id: str,
     event_type: str,
-    data: dict[str, Any],
+    data: dict[str, Any] | Callable[[], dict[str, Any]],
     order_id: str | None = None,
 ) -> list[WebhookDelivery]:
     """Write one delivery per endpoint of the project subscribed to `event_type`,
     and the job of its first attempt, in the caller's transaction.
 
-    `data` is the object exactly as the API returns it. The body
+    `data` is the object exactly as the API returns it, or a function that builds it
+    (called only when an endpoint subscribes, so unwatched events cost no
+    serialisation). The body
     `{type, timestamp, data}` is frozen now: every attempt sends the same bytes.
     Deliveries that name an `order_id` reach each endpoint in emit order.
     Raises ValueError for an unknown event type and TypeError when `data` is not
@@ -306,6 +308,8 @@ def emit_event(
     if not matching:
         return []
     now = utcnow()
+    if callable(data):
+        data = data()
     body = encode_payload(event_type, now, data)
     message_id = "msg_" + uuid.uuid4().hex
     deliveries = []
