@@ -36,3 +36,73 @@ def test_docs_served_without_cdn(client: TestClient) -> None:
     assert "cdn" not in page.text.lower()
     assert client.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
     assert client.get("/docs/assets/swagger-ui.css").status_code == 200
+
+
+def test_metrics_report_job_backlog(client: TestClient, runtime) -> None:  # type: ignore[no-untyped-def]
+    from orderdesk.jobs.models import Job
+    from orderdesk.jobs.services import enqueue
+
+    with runtime.session_factory() as session, session.begin():
+        enqueue(session, "example.kind", {})
+        failed = enqueue(session, "example.kind", {}, dedupe_key="second")
+        session.flush()
+        session.get(Job, failed.id).status = "failed"
+    page = client.get("/metrics").text
+    assert 'orderdesk_jobs{kind="example.kind",status="queued"} 1.0' in page
+    assert 'orderdesk_jobs{kind="example.kind",status="failed"} 1.0' in page
+    assert "orderdesk_payouts_pending 0.0" in page
+
+
+def test_json_logs_carry_request_id(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import requests
+    from tests.conftest import TEST_SECRET, free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERDESK_")}
+    env.update(ORDERDESK_LOG_FORMAT="json", ORDERDESK_TREASURY_SECRET=TEST_SECRET)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "orderdesk.cli", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(f"{base}/healthz", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        answer = requests.get(
+            f"{base}/api/2022-06-09/orders",
+            headers={"X-Request-ID": "trace-42", "X-API-KEY": "sk_development_" + "x" * 32},
+            timeout=10,
+        )
+        assert answer.status_code == 401
+        assert answer.headers["x-request-id"] == "trace-42"
+        metrics = requests.get(f"{base}/metrics", timeout=10).text
+        assert 'route="/api/2022-06-09/orders",status="401"} 1.0' in metrics
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=30)
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert lines, stderr
+    traced = [line for line in lines if line.get("request_id") == "trace-42"]
+    assert [line["event"] for line in traced] == ["request_finished"]
+    assert traced[0]["status"] == 401
+    assert sk_value_absent(stderr)
+
+
+def sk_value_absent(text: str) -> bool:
+    return "sk_development_" + "x" * 32 not in text

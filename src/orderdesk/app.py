@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from orderdesk import __version__
 from orderdesk.config import Settings, load_settings
@@ -17,6 +19,8 @@ from orderdesk.logs import configure_logging
 from orderdesk.observability import Metrics, RequestContextMiddleware
 from orderdesk.ratelimit import RateLimiter
 from orderdesk.runtime import Runtime
+
+log = structlog.get_logger(__name__)
 
 
 def create_app(
@@ -69,7 +73,9 @@ def create_app(
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=metrics, access_log=settings.access_log
+    )
     _include_routers(app, settings)
     _mount_offline_docs(app)
 
@@ -91,6 +97,12 @@ def create_app(
     @app.get("/metrics", include_in_schema=False)
     def metrics_page() -> Response:
         """Expose Prometheus metrics in the text format."""
+        try:
+            with runtime.session_factory() as session:
+                metrics.refresh_backlog(session)
+        except OperationalError:
+            # The request metrics still answer while the database is down.
+            log.warning("metrics_backlog_unavailable")
         return Response(
             generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST
         )
@@ -143,14 +155,19 @@ def readiness_checks(runtime: Runtime, settings: Settings) -> dict[str, str]:
 
 
 def _mount_offline_docs(app: FastAPI) -> None:
-    """Serve Swagger UI at /docs from the swagger-ui-bundle package, not a CDN."""
-    import swagger_ui_bundle
+    """Serve Swagger UI at /docs from the fastapi-offline package, not a CDN.
+
+    Its bundled Swagger UI reads OpenAPI 3.1, which FastAPI writes.
+    """
+    from pathlib import Path
+
+    import fastapi_offline
     from fastapi.openapi.docs import get_swagger_ui_html
     from fastapi.staticfiles import StaticFiles
 
     app.mount(
         "/docs/assets",
-        StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
+        StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"),
         name="docs-assets",
     )
 
@@ -161,5 +178,5 @@ def _mount_offline_docs(app: FastAPI) -> None:
             title="orderdesk API",
             swagger_js_url="/docs/assets/swagger-ui-bundle.js",
             swagger_css_url="/docs/assets/swagger-ui.css",
-            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+            swagger_favicon_url="/docs/assets/favicon.png",
         )

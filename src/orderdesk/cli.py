@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from orderdesk.cli_support import JSON_OPTION, print_json
 from orderdesk.config import load_settings
 from orderdesk.console.cli import users_app
 from orderdesk.jobs.cli import jobs_app
@@ -225,16 +226,31 @@ def projects_set_fulfilment(
 
 
 @keys_app.command("list")
-def keys_list() -> None:
+def keys_list(as_json: Annotated[bool, JSON_OPTION] = False) -> None:
     """List API keys (never their values)."""
     from orderdesk.auth.services import list_api_keys
+    from orderdesk.timefmt import iso
 
     runtime = _runtime()
     with runtime.session_factory() as session:
-        for key in list_api_keys(session):
-            state = "revoked" if key.revoked_at else "active"
-            print(f"{key.id}  {key.display_prefix}…  {state}  {key.scopes}")
+        keys = [
+            {
+                "id": key.id,
+                "projectId": key.project_id,
+                "prefix": key.display_prefix,
+                "scopes": sorted(key.scope_set),
+                "createdAt": iso(key.created_at),
+                "revokedAt": iso(key.revoked_at),
+            }
+            for key in list_api_keys(session)
+        ]
     runtime.close()
+    if as_json:
+        print_json(keys)
+        return
+    for key in keys:
+        state = "revoked" if key["revokedAt"] else "active"
+        print(f"{key['id']}  {key['prefix']}…  {state}  {','.join(key['scopes'])}")
 
 
 @catalog_app.command("import")
@@ -247,10 +263,15 @@ def catalog_import(
 
     if not path.is_file():
         fail(f"{path} does not exist or is not a file.")
+    from rich.progress import track
+
     runtime = _runtime()
     try:
+        rows = read_catalog_file(path)
         with runtime.session_factory() as session, session.begin():
-            result = import_rows(session, read_catalog_file(path))
+            result = import_rows(
+                session, track(rows, description="importing", console=console)
+            )
     except (OrderDeskError, ValueError) as exc:
         fail(getattr(exc, "message", str(exc)))
     finally:
@@ -261,18 +282,31 @@ def catalog_import(
 
 
 @catalog_app.command("list")
-def catalog_list() -> None:
+def catalog_list(as_json: Annotated[bool, JSON_OPTION] = False) -> None:
     """List catalog products."""
     from orderdesk.catalog.services import list_products
 
     runtime = _runtime()
     with runtime.session_factory() as session:
-        for product in list_products(session):
-            print(
-                f"{product.locator}  {product.price} USD  "
-                f"stock {product.stock}  {product.name}"
-            )
+        products = [
+            {
+                "locator": product.locator,
+                "name": product.name,
+                "price": str(product.price),
+                "shipping": str(product.shipping),
+                "stock": product.stock,
+            }
+            for product in list_products(session)
+        ]
     runtime.close()
+    if as_json:
+        print_json(products)
+        return
+    for item in products:
+        print(
+            f"{item['locator']}  {item['price']} USD  "
+            f"stock {item['stock']}  {item['name']}"
+        )
 
 
 @app.command()

@@ -149,6 +149,8 @@ class Settings(BaseSettings):
     payment_recheck_seconds: float = Field(default=5.0, gt=0)
     log_format: Literal["console", "json"] | None = None
     log_level: str = "INFO"
+    # One log line per request (method, route template, status, duration).
+    access_log: bool = True
 
     # The operator console. The secret is the HMAC key of the stored session token
     # hashes, the login form tokens and the flash cookie. When both are unset in

@@ -7,7 +7,9 @@ import time
 import uuid
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("orderdesk.http")
@@ -47,14 +49,64 @@ class Metrics:
                 10,
             ),
         )
+        self.jobs = Gauge(
+            "orderdesk_jobs",
+            "Outbox jobs by kind and status (queued, running, failed), read at scrape.",
+            ["kind", "status"],
+            registry=self.registry,
+        )
+        self.webhook_deliveries = Gauge(
+            "orderdesk_webhook_deliveries",
+            "Webhook deliveries by status (pending, failed), read at scrape.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.payouts_pending = Gauge(
+            "orderdesk_payouts_pending",
+            "Refunds whose return was received and whose payout is not confirmed yet.",
+            registry=self.registry,
+        )
+
+    def refresh_backlog(self, session: Session) -> None:
+        """Read the job, webhook and payout backlog from the database into gauges."""
+        from orderdesk.jobs.models import Job
+        from orderdesk.refunds.models import Refund
+        from orderdesk.webhooks.models import WebhookDelivery
+
+        self.jobs.clear()
+        rows = session.execute(
+            select(Job.kind, Job.status, func.count())
+            .where(Job.status.in_(("queued", "running", "failed")))
+            .group_by(Job.kind, Job.status)
+        )
+        for kind, status, count in rows:
+            self.jobs.labels(kind, status).set(count)
+        self.webhook_deliveries.clear()
+        deliveries = session.execute(
+            select(WebhookDelivery.status, func.count())
+            .where(WebhookDelivery.status.in_(("pending", "failed")))
+            .group_by(WebhookDelivery.status)
+        )
+        for status, count in deliveries:
+            self.webhook_deliveries.labels(status).set(count)
+        pending = session.scalar(
+            select(func.count())
+            .select_from(Refund)
+            .where(
+                Refund.status == "refund-request-accepted",
+                Refund.return_received_at.is_not(None),
+            )
+        )
+        self.payouts_pending.set(pending or 0)
 
 
 class RequestContextMiddleware:
     """Bind a request id to every log line and answer it in X-Request-ID."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = True) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -88,6 +140,14 @@ class RequestContextMiddleware:
                     method=method,
                     path=scope.get("path"),
                     status=status,
+                )
+            elif self.access_log:
+                log.info(
+                    "request_finished",
+                    method=method,
+                    route=route,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
                 )
             structlog.contextvars.unbind_contextvars("request_id")
 

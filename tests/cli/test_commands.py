@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.conftest import TEST_SECRET
 from typer.testing import CliRunner
 
 from orderdesk.cli import app
-from tests.conftest import TEST_SECRET
 
 runner = CliRunner()
 
@@ -88,3 +88,25 @@ def test_jobs_list_json(cli_env: Path) -> None:
 def test_jobs_retry_unknown(cli_env: Path) -> None:
     result = runner.invoke(app, ["jobs", "retry", "999"])
     assert result.exit_code == 1
+
+
+def test_keys_list_json(cli_env: Path) -> None:
+    runner.invoke(
+        app, ["keys", "create", "--project", "shop", "--scopes", "orders.read"]
+    )
+    result = runner.invoke(app, ["keys", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    keys = json.loads(result.stdout)
+    assert len(keys) == 1
+    assert keys[0]["scopes"] == ["orders.read"]
+    assert keys[0]["revokedAt"] is None
+
+
+def test_catalog_list_json(cli_env: Path) -> None:
+    catalog = cli_env / "catalog.json"
+    catalog.write_text(
+        json.dumps([{"locator": "amazon:B000000003", "name": "Cup", "price": "4.5"}])
+    )
+    runner.invoke(app, ["catalog", "import", str(catalog)])
+    result = runner.invoke(app, ["catalog", "list", "--json"])
+    assert json.loads(result.stdout)[0]["price"] == "4.50"
