@@ -32,9 +32,12 @@ REPLY_FIELDS = {
     "createdAt",
     "updatedAt",
     "amount",
+    "origin",
     "rejectionReason",
     "returnLabel",
+    "returnReceivedAt",
     "payout",
+    "history",
 }
 
 
@@ -70,6 +73,12 @@ def test_refund_returns_request(
     assert refund["rejectionReason"] is None
     assert refund["returnLabel"] is None
     assert refund["payout"] is None
+    assert refund["origin"] == "buyer"
+    assert refund["returnReceivedAt"] is None
+    [entry] = refund["history"]
+    assert entry["status"] == "refund-request-initiated"
+    assert ISO_MS.fullmatch(entry["at"])
+    assert entry["actor"].startswith("api_key:")
 
     [row] = refunds_of(runtime, order.id)
     assert row.id == refund["refundId"]

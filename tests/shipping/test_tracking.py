@@ -108,7 +108,10 @@ def test_tracking_every_field(
         "upperBound": iso(delivered),
     }
     assert second_entry["lineItems"] == [2]
-    assert second_entry["trackingUrl"] is None
+    # Recorded without a trackingUrl, so the carrier's default page is shown.
+    assert second_entry["trackingUrl"] == (
+        "https://tools.usps.com/go/TrackConfirmAction?tLabels=940010000000"
+    )
     assert ISO_MS.fullmatch(second_entry["updatedAt"])
     assert second_entry["updatedAt"] > second_entry["createdAt"]
     assert second_entry["events"] == [

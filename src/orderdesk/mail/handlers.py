@@ -127,12 +127,10 @@ def _refund_mail(
     elif kind is MailKind.REFUND_REJECTED:
         extra = {"rejection_reason": refund.rejection_reason}
     else:
-        # NOTE: the refund model has no payout columns yet. This reads payout_tx_id
-        # and payout_chain (else the paid chain) once the model has them.
+        # The payout goes to the address the payment came from.
         extra = {
-            "payout_tx_id": getattr(refund, "payout_tx_id", None),
-            "payout_chain": getattr(refund, "payout_chain", None)
-            or order.payment_method,
+            "payout_tx_id": refund.payout_tx_id,
+            "payout_chain": refund.payout_chain or order.payment_method,
             "payout_address": order.paid_from or order.payer_address,
         }
     return RefundMail(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from orderdesk.errors import Conflict, InvalidInput
+from orderdesk.errors import Conflict, InvalidInput, NotFound
 from orderdesk.shipping.exceptions import OrderNotPaid
 from orderdesk.timefmt import iso
 
@@ -13,9 +13,12 @@ __all__ = [
     "IdempotencyKeyReused",
     "InvalidIdempotencyKey",
     "InvalidRefundRequest",
+    "InvalidTransition",
     "LineItemNotShipped",
     "OrderNotPaid",
     "RefundAlreadyRequested",
+    "RefundNotFound",
+    "ReturnAlreadyReceived",
     "ReturnWindowExpired",
 ]
 
@@ -80,4 +83,44 @@ class IdempotencyKeyReused(Conflict):
         super().__init__(
             f"Idempotency-Key {key!r} was already used with a different request in "
             "the last 24 hours. Send a new key for a new request."
+        )
+
+
+class RefundNotFound(NotFound):
+    code = "refund_not_found"
+
+    def __init__(self, refund_id: str, order_id: str) -> None:
+        super().__init__(
+            f"No refund {refund_id[:60]!r} exists on order {order_id}. Check the "
+            "refundId returned when the refund was requested."
+        )
+
+
+class InvalidTransition(Conflict):
+    """The refund's status does not allow the requested move."""
+
+    code = "invalid_transition"
+
+    def __init__(
+        self, refund_id: str, current: str, action: str, allowed: list[str]
+    ) -> None:
+        if allowed:
+            next_steps = f"From {current} it can only move to {', '.join(allowed)}."
+        else:
+            next_steps = f"{current} is final."
+        super().__init__(
+            f"Refund {refund_id} is {current}, so it cannot be {action}. {next_steps}",
+            extra={"currentStatus": current},
+        )
+
+
+class ReturnAlreadyReceived(Conflict):
+    code = "return_already_received"
+
+    def __init__(self, refund_id: str, received_at: datetime) -> None:
+        super().__init__(
+            f"The return of refund {refund_id} was already marked received at "
+            f"{iso(received_at)} and its payout has started. Follow the refund's "
+            "payout for its progress.",
+            extra={"returnReceivedAt": iso(received_at)},
         )

@@ -1,30 +1,49 @@
-"""Refund requests: create one for a line item, list an order's requests.
+"""Refund requests: create one for a line item, list an order's requests, review.
 
 `GET .../refunds?lineItem=N` takes N written as a plain integer only: "01", "-1",
 "1.0", "+1" and "true" are rejected with 400 like an index out of range.
+
+Review (`.../refunds/{refundId}/accept`, `/reject`, `/return-received`) needs a
+server key with the refunds.review scope and returns 200 with the refund. Accept and
+return-received take no fields: an empty body or `{}`. A move the refund's status
+does not allow gets 409 invalid_transition and changes nothing.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from orderdesk.auth.dependencies import CurrentPrincipal, DbSession
-from orderdesk.http import RawBody, check_json_content_type, parse_json_body, raw_json
+from orderdesk.auth.dependencies import (
+    CurrentPrincipal,
+    DbSession,
+    authenticated_read,
+)
+from orderdesk.http import (
+    RawBody,
+    check_json_content_type,
+    json_response,
+    parse_json_body,
+    raw_json,
+)
 from orderdesk.orders.access import load_order
-from orderdesk.refunds import idempotency, services
+from orderdesk.refunds import idempotency, returns, review, services
 from orderdesk.refunds.schemas import (
+    NoFieldsIn,
     RefundRequestIn,
+    RejectionIn,
     parse_line_item_query,
     refund_body,
 )
+from orderdesk.refunds.statuses import RefundStatus
 
 router = APIRouter(prefix="/api/unstable/orders", tags=["refunds"])
 
 OrderId = Annotated[str, Path(alias="orderId")]
+RefundId = Annotated[str, Path(alias="refundId")]
+REVIEW_SCOPE = "refunds.review"
 
 
 @router.post(
@@ -55,29 +74,107 @@ def request_refund(
         record = claimed
 
     body = parse_json_body(request, RefundRequestIn, raw)
-    refund = services.create_refund_request(
-        session,
-        order,
-        body.line_item,
-        body.reason,
-        return_window=timedelta(days=request.app.state.settings.return_window_days),
-        actor=principal.actor,
+    settings = request.app.state.settings
+    refund = review.request_refund(
+        session, settings, order, body.line_item, body.reason, actor=principal.actor
     )
     reply = refund_body(refund)
     if record is not None:
         idempotency.store_response(record, 201, reply)
     session.commit()
+    if refund.status == RefundStatus.ACCEPTED:
+        # Accepted by the policy: issue the label now, as an accept request does.
+        returns.try_issue_return_label(session, settings, refund.id, actor="system")
+        reply = refund_body(services.get_refund(session, order, refund.id))
     return JSONResponse(reply, status_code=201)
 
 
-@router.get("/{orderId}/refunds")
-def list_refunds(
-    order_id: OrderId, request: Request, principal: CurrentPrincipal, session: DbSession
-) -> list[dict[str, Any]]:
+@router.get("/{orderId}/refunds", response_model=list[dict[str, Any]])
+def list_refunds(order_id: OrderId, request: Request) -> Response:
     """List the order's refund requests oldest first, optionally for one line item."""
-    order = load_order(session, principal, order_id, "orders.read", request=request)
-    line_item = parse_line_item_query(request.query_params.getlist("lineItem"))
-    return [
-        refund_body(refund)
-        for refund in services.list_refunds(session, order, line_item)
-    ]
+    # A polled read: one thread-pool call and no response model check.
+    with authenticated_read(request) as (session, principal):
+        order = load_order(
+            session,
+            principal,
+            order_id,
+            "orders.read",
+            request=request,
+            line_items=False,
+        )
+        line_item = parse_line_item_query(request.query_params.getlist("lineItem"))
+        refunds = services.list_refunds(session, order, line_item)
+        return json_response([refund_body(refund) for refund in refunds])
+
+
+@router.post("/{orderId}/refunds/{refundId}/accept")
+def accept_refund(
+    order_id: OrderId,
+    refund_id: RefundId,
+    request: Request,
+    raw: RawBody,
+    principal: CurrentPrincipal,
+    session: DbSession,
+) -> dict[str, Any]:
+    """Accept a refund request; its return label is issued and emailed to the buyer."""
+    order = load_order(
+        session, principal, order_id, REVIEW_SCOPE, request=request, for_update=True
+    )
+    refund = services.get_refund(session, order, refund_id, for_update=True)
+    _check_no_fields(request, raw)
+    review.accept_refund(session, order, refund, actor=principal.actor)
+    session.commit()
+    returns.try_issue_return_label(
+        session, request.app.state.settings, refund.id, actor=principal.actor
+    )
+    return refund_body(services.get_refund(session, order, refund.id))
+
+
+@router.post(
+    "/{orderId}/refunds/{refundId}/reject", openapi_extra=raw_json(RejectionIn)
+)
+def reject_refund(
+    order_id: OrderId,
+    refund_id: RefundId,
+    request: Request,
+    raw: RawBody,
+    principal: CurrentPrincipal,
+    session: DbSession,
+) -> dict[str, Any]:
+    """Reject a refund request with a reason, which is emailed to the buyer."""
+    order = load_order(
+        session, principal, order_id, REVIEW_SCOPE, request=request, for_update=True
+    )
+    refund = services.get_refund(session, order, refund_id, for_update=True)
+    body = parse_json_body(request, RejectionIn, raw)
+    review.reject_refund(session, order, refund, body.reason, actor=principal.actor)
+    reply = refund_body(refund)
+    session.commit()
+    return reply
+
+
+@router.post("/{orderId}/refunds/{refundId}/return-received")
+def receive_return(
+    order_id: OrderId,
+    refund_id: RefundId,
+    request: Request,
+    raw: RawBody,
+    principal: CurrentPrincipal,
+    session: DbSession,
+) -> dict[str, Any]:
+    """Mark the returned item received, which starts the payout to the payer."""
+    order = load_order(
+        session, principal, order_id, REVIEW_SCOPE, request=request, for_update=True
+    )
+    refund = services.get_refund(session, order, refund_id, for_update=True)
+    _check_no_fields(request, raw)
+    review.receive_return(session, order, refund, actor=principal.actor, source="api")
+    reply = refund_body(refund)
+    session.commit()
+    return reply
+
+
+def _check_no_fields(request: Request, raw: bytes) -> None:
+    """Accept an empty body or `{}`; reject any field, like every body of ours."""
+    if raw.strip():
+        parse_json_body(request, NoFieldsIn, raw)

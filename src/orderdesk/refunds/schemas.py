@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import Field, PlainValidator
 from pydantic_core import PydanticCustomError
 
+from orderdesk.orders.models import OrderEvent
 from orderdesk.payments.amounts import format_amount
 from orderdesk.refunds.exceptions import InvalidRefundRequest
 from orderdesk.refunds.models import Refund
@@ -93,6 +94,14 @@ def parse_line_item_query(values: list[str]) -> int | None:
     return int(values[0])
 
 
+class RejectionIn(StrictBody):
+    reason: Reason
+
+
+class NoFieldsIn(StrictBody):
+    """A review request that takes no fields: an empty body or `{}`."""
+
+
 def refund_body(refund: Refund) -> dict[str, Any]:
     return_label = None
     if refund.return_tracking_number:
@@ -109,9 +118,40 @@ def refund_body(refund: Refund) -> dict[str, Any]:
         "createdAt": iso(refund.created_at),
         "updatedAt": iso(refund.updated_at),
         "amount": {"amount": format_amount(refund.amount), "currency": refund.currency},
+        "origin": refund.origin,
         "rejectionReason": refund.rejection_reason,
         "returnLabel": return_label,
-        # NOTE: the refund model has no payout columns yet, so this stays null until
-        # the payout work stores the transfer.
-        "payout": None,
+        "returnReceivedAt": iso(refund.return_received_at),
+        "payout": payout_body(refund),
+        "history": [
+            {
+                "status": event.to_state,
+                "at": iso(event.created_at),
+                "actor": event.actor,
+            }
+            for event in refund.history_events
+        ],
+    }
+
+
+def _history_entry(event: OrderEvent) -> dict[str, Any]:
+    # The actor is an id such as "api_key:<key id>" or "system", never a secret.
+    return {"status": event.to_state, "at": iso(event.created_at), "actor": event.actor}
+
+
+def payout_body(refund: Refund) -> dict[str, Any] | None:
+    """The refund's payout once its return is received, else None.
+
+    `txId` is null until a transfer is signed. `message` describes the last problem,
+    such as a treasury short of funds, and is null once the payout is confirmed.
+    """
+    if refund.payout_status is None:
+        return None
+    return {
+        "status": refund.payout_status,
+        "txId": refund.payout_tx_id,
+        "chain": refund.payout_chain,
+        "amount": format_amount(refund.amount),
+        "currency": refund.currency,
+        "message": refund.payout_message,
     }

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from orderdesk.refunds.models import ACTIVE_STATUSES
+from orderdesk.refunds.models import (
+    ACTIVE_STATUSES,
+    HISTORY_EVENT_KINDS,
+    LIVE_PAYOUT_STATES,
+)
 
 
 class RefundStatus(StrEnum):
@@ -44,10 +48,10 @@ class PayoutStatus(StrEnum):
 
     # The return is received and the payout job is queued.
     SCHEDULED = "scheduled"
-    # The transfer is signed and sent; it waits for the chain's confirmations.
+    # A transfer is signed, and it is being sent or waits for confirmations.
     SUBMITTED = "submitted"
     CONFIRMED = "confirmed"
-    # The treasury holds less of the token than the refund amount. Retried.
+    # The treasury has less of the token than the refund amount. Retried.
     FAILED_INSUFFICIENT_FUNDS = "failed-insufficient-funds"
     # The treasury cannot pay the gas of the transfer (real chains only). Retried.
     FAILED_INSUFFICIENT_GAS = "failed-insufficient-gas"
@@ -62,7 +66,7 @@ class PayoutStatus(StrEnum):
 class TransactionState(StrEnum):
     """The state of one signed payout transaction (a `Payout` row)."""
 
-    # Stored and committed; it may or may not have reached a node.
+    # Stored and committed, but maybe not yet sent to any node.
     SIGNED = "signed"
     # A node accepted it at least once.
     SENT = "sent"
@@ -72,11 +76,8 @@ class TransactionState(StrEnum):
     DEAD = "dead"
 
 
-LIVE_TRANSACTION_STATES = (
-    TransactionState.SIGNED,
-    TransactionState.SENT,
-    TransactionState.CONFIRMED,
-)
+# The partial unique index in refunds.models lists the same values in SQL.
+LIVE_TRANSACTION_STATES = frozenset(TransactionState(s) for s in LIVE_PAYOUT_STATES)
 
 
 class RefundEvent(StrEnum):
@@ -93,9 +94,6 @@ class RefundEvent(StrEnum):
     PAYOUT_REPLACED = "refund.payout_replaced"
 
 
-# The events that make up a refund's `history`: each sets its status.
-HISTORY_EVENTS = (
-    RefundEvent.REQUESTED,
-    RefundEvent.CREATED,
-    RefundEvent.STATUS_CHANGED,
-)
+# The events that make up a refund's `history`, each setting its status. The
+# relationship Refund.history_events selects the same kinds.
+HISTORY_EVENTS = frozenset(RefundEvent(kind) for kind in HISTORY_EVENT_KINDS)

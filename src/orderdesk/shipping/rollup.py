@@ -3,9 +3,10 @@
 A line item's delivery status is `failed` when an outbound package holding it was
 returned to the sender, `completed` when every outbound package holding it is
 delivered, and `in-progress` otherwise once the order is paid. `delivered_at` is the
-latest delivery among those packages: the return window starts there. The order's
-phase is `completed` when every line item is completed or failed. Return parcels
-never count here.
+latest delivery among those packages: the return window starts there. A line item
+that becomes `failed` gets a full refund with no return (see `refunds.automatic`).
+The order's phase is `completed` when every line item is completed or failed. Return
+parcels never count here.
 """
 
 from __future__ import annotations
@@ -75,8 +76,12 @@ def roll_up_delivery(session: Session, order: Order, actor: str) -> list[LineIte
             item.delivery_status = status
             changed.append(item)
         item.delivered_at = delivered_at
-    # TODO: refund a line item that became failed, with no return. Nothing acts on
-    # the failed items returned here yet.
+    failed = [item for item in changed if item.delivery_status == DeliveryStatus.FAILED]
+    if failed:
+        # Imported here because refunds imports shipping for its return parcels.
+        from orderdesk.refunds.automatic import refund_failed_deliveries
+
+        refund_failed_deliveries(session, order, failed, actor)
     if changed:
         order.updated_at = now
     _roll_up_phase(session, order, actor, now)

@@ -316,7 +316,7 @@ def record_tracking_event(
         and package.kind == PackageKind.RETURN
         and package.status == PackageStatus.DELIVERED
     ):
-        # Imported here: refunds records its return parcels through this module.
+        # Imported here because refunds imports this module for its return parcels.
         from orderdesk.refunds.returns import receive_return_parcel
 
         receive_return_parcel(session, package, actor)

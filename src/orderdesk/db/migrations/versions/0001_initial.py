@@ -2,13 +2,13 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-04 11:23:47.101206
+Create Date: 2026-12-04 12:01:02.094130
 """
 
-import sqlalchemy as sa
 from alembic import op
-
+import sqlalchemy as sa
 import orderdesk.db.base
+
 
 revision = "0001"
 down_revision = None
@@ -43,6 +43,42 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_catalog_products")),
         sa.UniqueConstraint("locator", name=op.f("uq_catalog_products_locator")),
+    )
+    op.create_table(
+        "console_login_attempts",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("email", sa.String(length=320), nullable=False),
+        sa.Column("ip", sa.String(length=45), nullable=False),
+        sa.Column(
+            "attempted_at", orderdesk.db.base.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_console_login_attempts")),
+    )
+    with op.batch_alter_table("console_login_attempts", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_console_login_attempts_email", ["email", "attempted_at"], unique=False
+        )
+        batch_op.create_index(
+            "ix_console_login_attempts_ip", ["ip", "attempted_at"], unique=False
+        )
+
+    op.create_table(
+        "console_users",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("email", sa.String(length=320), nullable=False),
+        sa.Column("password_hash", sa.String(length=200), nullable=False),
+        sa.Column("role", sa.String(length=20), nullable=False),
+        sa.Column(
+            "created_at", orderdesk.db.base.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "updated_at", orderdesk.db.base.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "last_login_at", orderdesk.db.base.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_console_users")),
+        sa.UniqueConstraint("email", name=op.f("uq_console_users_email")),
     )
     op.create_table(
         "devnet_journal",
@@ -148,6 +184,37 @@ def upgrade() -> None:
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.create_index(
             batch_op.f("ix_api_keys_project_id"), ["project_id"], unique=False
+        )
+
+    op.create_table(
+        "console_sessions",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("user_id", sa.String(length=36), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("csrf_token", sa.String(length=64), nullable=False),
+        sa.Column(
+            "created_at", orderdesk.db.base.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "expires_at", orderdesk.db.base.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "last_seen_at", orderdesk.db.base.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column("ip", sa.String(length=45), nullable=True),
+        sa.Column("user_agent", sa.String(length=300), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["console_users.id"],
+            name=op.f("fk_console_sessions_user_id_console_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_console_sessions")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_console_sessions_token_hash")),
+    )
+    with op.batch_alter_table("console_sessions", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_console_sessions_user_id"), ["user_id"], unique=False
         )
 
     op.create_table(
@@ -262,6 +329,9 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_order_events_order_id"), ["order_id"], unique=False
         )
+        batch_op.create_index(
+            "ix_order_events_subject", ["subject_id"], unique=False
+        )
 
     op.create_table(
         "order_line_items",
@@ -355,10 +425,20 @@ def upgrade() -> None:
         sa.Column("return_carrier", sa.String(length=60), nullable=True),
         sa.Column("return_tracking_number", sa.String(length=60), nullable=True),
         sa.Column(
+            "label_claimed_until",
+            orderdesk.db.base.UTCDateTime(timezone=True),
+            nullable=True,
+        ),
+        sa.Column(
             "return_received_at",
             orderdesk.db.base.UTCDateTime(timezone=True),
             nullable=True,
         ),
+        sa.Column("payout_status", sa.String(length=40), nullable=True),
+        sa.Column("payout_message", sa.Text(), nullable=True),
+        sa.Column("payout_chain", sa.String(length=40), nullable=True),
+        sa.Column("payout_tx_id", sa.String(length=66), nullable=True),
+        sa.Column("payout_retries", sa.Integer(), nullable=False),
         sa.Column(
             "created_at", orderdesk.db.base.UTCDateTime(timezone=True), nullable=False
         ),
@@ -439,6 +519,59 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "refund_payouts",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("refund_id", sa.String(length=36), nullable=False),
+        sa.Column("attempt", sa.Integer(), nullable=False),
+        sa.Column("chain", sa.String(length=40), nullable=False),
+        sa.Column("currency", sa.String(length=20), nullable=False),
+        sa.Column("token_address", sa.String(length=42), nullable=False),
+        sa.Column("amount", orderdesk.db.base.DecimalText(length=40), nullable=False),
+        sa.Column("base_units", sa.String(length=80), nullable=False),
+        sa.Column("from_address", sa.String(length=42), nullable=False),
+        sa.Column("to_address", sa.String(length=42), nullable=False),
+        sa.Column("nonce", sa.BigInteger(), nullable=False),
+        sa.Column("tx_hash", sa.String(length=66), nullable=False),
+        sa.Column("raw_transaction", sa.LargeBinary(), nullable=False),
+        sa.Column("status", sa.String(length=10), nullable=False),
+        sa.Column("block_number", sa.BigInteger(), nullable=True),
+        sa.Column("message", sa.Text(), nullable=True),
+        sa.Column(
+            "created_at", orderdesk.db.base.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "updated_at", orderdesk.db.base.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "sent_at", orderdesk.db.base.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column(
+            "confirmed_at", orderdesk.db.base.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.ForeignKeyConstraint(
+            ["refund_id"],
+            ["refunds.id"],
+            name=op.f("fk_refund_payouts_refund_id_refunds"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_refund_payouts")),
+        sa.UniqueConstraint(
+            "chain", "from_address", "nonce", name=op.f("uq_refund_payouts_chain")
+        ),
+        sa.UniqueConstraint("tx_hash", name=op.f("uq_refund_payouts_tx_hash")),
+    )
+    with op.batch_alter_table("refund_payouts", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_refund_payouts_refund_id"), ["refund_id"], unique=False
+        )
+        batch_op.create_index(
+            "uq_refund_payouts_live",
+            ["refund_id"],
+            unique=True,
+            sqlite_where=sa.text("status IN ('signed', 'sent', 'confirmed')"),
+            postgresql_where=sa.text("status IN ('signed', 'sent', 'confirmed')"),
+        )
+
+    op.create_table(
         "tracking_events",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("package_id", sa.String(length=36), nullable=False),
@@ -503,6 +636,15 @@ def downgrade() -> None:
 
     op.drop_table("webhook_attempts")
     op.drop_table("tracking_events")
+    with op.batch_alter_table("refund_payouts", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_refund_payouts_live",
+            sqlite_where=sa.text("status IN ('signed', 'sent', 'confirmed')"),
+            postgresql_where=sa.text("status IN ('signed', 'sent', 'confirmed')"),
+        )
+        batch_op.drop_index(batch_op.f("ix_refund_payouts_refund_id"))
+
+    op.drop_table("refund_payouts")
     with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
         batch_op.drop_index("ix_webhook_deliveries_order")
         batch_op.drop_index("ix_webhook_deliveries_endpoint")
@@ -528,6 +670,7 @@ def downgrade() -> None:
     op.drop_table("packages")
     op.drop_table("order_line_items")
     with op.batch_alter_table("order_events", schema=None) as batch_op:
+        batch_op.drop_index("ix_order_events_subject")
         batch_op.drop_index(batch_op.f("ix_order_events_order_id"))
 
     op.drop_table("order_events")
@@ -539,6 +682,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_orders_project_created")
 
     op.drop_table("orders")
+    with op.batch_alter_table("console_sessions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_console_sessions_user_id"))
+
+    op.drop_table("console_sessions")
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_api_keys_project_id"))
 
@@ -553,6 +700,12 @@ def downgrade() -> None:
 
     op.drop_table("idempotency_records")
     op.drop_table("devnet_journal")
+    op.drop_table("console_users")
+    with op.batch_alter_table("console_login_attempts", schema=None) as batch_op:
+        batch_op.drop_index("ix_console_login_attempts_ip")
+        batch_op.drop_index("ix_console_login_attempts_email")
+
+    op.drop_table("console_login_attempts")
     op.drop_table("catalog_products")
     op.drop_table("address_nonces")
     # ### end Alembic commands ###
