@@ -32,6 +32,19 @@ def configure_logging(settings: Settings) -> None:
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # Look sys.stderr up for each logger: a stream captured at configure time
+        # (as pytest swaps it per test) may be closed by the time a line is logged.
+        logger_factory=lambda *_args: structlog.PrintLogger(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+class _CurrentStderr:
+    """Write to whatever sys.stderr is now, so a replaced stream (as test runners
+    and daemonisers do) never leaves the logger holding a closed file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
