@@ -76,16 +76,31 @@ def roll_up_delivery(session: Session, order: Order, actor: str) -> list[LineIte
             item.delivery_status = status
             changed.append(item)
         item.delivered_at = delivered_at
+    if changed:
+        order.updated_at = now
+    _roll_up_phase(session, order, actor, now)
+    # The webhooks carry the order as it stands after this roll-up.
+    _notify_delivery(session, order, changed)
     failed = [item for item in changed if item.delivery_status == DeliveryStatus.FAILED]
     if failed:
         # Imported here because refunds imports shipping for its return parcels.
         from orderdesk.refunds.automatic import refund_failed_deliveries
 
         refund_failed_deliveries(session, order, failed, actor)
-    if changed:
-        order.updated_at = now
-    _roll_up_phase(session, order, actor, now)
     return changed
+
+
+def _notify_delivery(session: Session, order: Order, changed: list[LineItem]) -> None:
+    """Emit orders.delivery.completed when line items completed in this roll-up and
+    orders.delivery.failed when some failed: at most one of each, carrying the
+    order, whose line items show which."""
+    from orderdesk.webhooks import events, notify
+
+    statuses = {item.delivery_status for item in changed}
+    if DeliveryStatus.COMPLETED in statuses:
+        notify.order_event(session, order, events.ORDERS_DELIVERY_COMPLETED, None)
+    if DeliveryStatus.FAILED in statuses:
+        notify.order_event(session, order, events.ORDERS_DELIVERY_FAILED, None)
 
 
 def line_item_delivery(

@@ -45,6 +45,7 @@ from orderdesk.shipping.validation import (
     normalize_tracking_number,
 )
 from orderdesk.timefmt import iso
+from orderdesk.webhooks import notify
 
 __all__ = [
     "MAX_CLOCK_SKEW",
@@ -202,6 +203,7 @@ def record_package(
     log.info(
         "package_recorded", order_id=order.id, package_id=package.id, kind=package.kind
     )
+    notify.tracking_updated(session, order, package)
     if package.kind == PackageKind.OUTBOUND:
         roll_up_delivery(session, order, actor)
     return package
@@ -309,6 +311,7 @@ def record_tracking_event(
         from_status=previous_status,
         to_status=package.status,
     )
+    notify.tracking_updated(session, order, package)
     if changed and package.kind == PackageKind.OUTBOUND:
         roll_up_delivery(session, order, actor)
     if (
