@@ -86,7 +86,10 @@ def test_json_logs_carry_request_id(tmp_path) -> None:  # type: ignore[no-untype
                 time.sleep(0.2)
         answer = requests.get(
             f"{base}/api/2022-06-09/orders",
-            headers={"X-Request-ID": "trace-42", "X-API-KEY": "sk_development_" + "x" * 32},
+            headers={
+                "X-Request-ID": "trace-42",
+                "X-API-KEY": "sk_development_" + "x" * 32,
+            },
             timeout=10,
         )
         assert answer.status_code == 401

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -233,7 +233,7 @@ def keys_list(as_json: Annotated[bool, JSON_OPTION] = False) -> None:
 
     runtime = _runtime()
     with runtime.session_factory() as session:
-        keys = [
+        keys: list[dict[str, Any]] = [
             {
                 "id": key.id,
                 "projectId": key.project_id,
