@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -15,7 +17,7 @@ from orderdesk.auth.services import (
     hash_secret,
 )
 from orderdesk.errors import Forbidden, Unauthorized
-from orderdesk.http import get_session
+from orderdesk.http import get_session, request_session
 
 DbSession = Annotated[Session, Depends(get_session)]
 
@@ -24,12 +26,14 @@ def request_kind(request: Request) -> str:
     return "read" if request.method in ("GET", "HEAD") else "write"
 
 
-def get_principal(request: Request, session: DbSession) -> Principal:
+def get_principal(request: Request) -> Principal:
     """Authenticate by X-API-KEY, else by an order's client secret in Authorization."""
     api_key = request.headers.get("x-api-key")
     if api_key:
         principal = authenticate_key(
-            session, request.app.state.settings, api_key.strip()
+            request.app.state.session_factory,
+            request.app.state.settings,
+            api_key.strip(),
         )
         request.app.state.rate_limiter.hit(principal.project_id, request_kind(request))
         return principal
@@ -42,6 +46,14 @@ def get_principal(request: Request, session: DbSession) -> Principal:
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+@contextmanager
+def authenticated_read(request: Request) -> Iterator[tuple[Session, Principal]]:
+    """Open the request's session and authenticate it, as the DbSession and
+    CurrentPrincipal dependencies do, inside the route's own thread-pool call."""
+    with request_session(request) as session:
+        yield session, get_principal(request)
 
 
 def require_key_scope(principal: Principal, scope: str) -> KeyPrincipal:

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from orderdesk.auth.cache import KEY_CACHE_MAX_ENTRIES, KEY_CACHE_SECONDS, TtlCache
 from orderdesk.auth.models import ApiKey, Project
 from orderdesk.auth.scopes import ALL_SCOPES
 from orderdesk.config import Settings
@@ -153,6 +154,8 @@ def revoke_api_key(session: Session, key_id_or_value: str) -> ApiKey:
         raise NotFound(f"No API key has the id or value {key_id_or_value[:24]!r}.")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
+    # Other processes notice within KEY_CACHE_SECONDS; this one at once.
+    key_cache.discard(key.key_hash)
     return key
 
 
@@ -178,15 +181,40 @@ class CachedKey:
     revoked_at: datetime | None
 
 
-def find_key(session: Session, value: str) -> CachedKey | None:
-    key = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_secret(value)))
-    if key is None:
-        return None
-    return CachedKey(key.project_id, key.id, key.scope_set, key.revoked_at)
+key_cache: TtlCache[CachedKey] = TtlCache(KEY_CACHE_SECONDS, KEY_CACHE_MAX_ENTRIES)
 
 
-def authenticate_key(session: Session, settings: Settings, value: str) -> KeyPrincipal:
-    """Check an X-API-KEY value, raising 401 with the reason when it is not usable."""
+def find_key(sessions: sessionmaker[Session], value: str) -> CachedKey | None:
+    """Look the key up by its hash, reusing a lookup made in the last
+    KEY_CACHE_SECONDS. Unknown keys are looked up every time.
+
+    The lookup runs in a read-only session of its own. In the request's session it
+    would begin the request's transaction, which on SQLite takes the database write
+    lock for a write request. That lock would then stay taken across FastAPI's
+    thread-pool hop from this dependency to the route, so under load every pool
+    thread could end up waiting for it.
+    """
+    key_hash = hash_secret(value)
+    cached = key_cache.get(key_hash)
+    if cached is not None:
+        return cached
+    with sessions() as session:
+        session.connection(execution_options={"read_only": True})
+        key = session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+        if key is None:
+            return None
+        found = CachedKey(key.project_id, key.id, key.scope_set, key.revoked_at)
+    key_cache.put(key_hash, found)
+    return found
+
+
+def authenticate_key(
+    sessions: sessionmaker[Session], settings: Settings, value: str
+) -> KeyPrincipal:
+    """Check an X-API-KEY value, raising 401 with the reason when it is not usable.
+
+    `sessions` opens the short session of a lookup that the cache cannot serve.
+    """
     environment = key_environment(value)
     if environment is None:
         raise Unauthorized(
@@ -199,7 +227,7 @@ def authenticate_key(session: Session, settings: Settings, value: str) -> KeyPri
             f"serves {settings.environment}. Use a {settings.environment} key.",
             code="environment_mismatch",
         )
-    key = find_key(session, value)
+    key = find_key(sessions, value)
     if key is None:
         raise Unauthorized(
             "The API key is not recognised. Check it or create a new one."

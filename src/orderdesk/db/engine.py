@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orderdesk.config import Settings
@@ -28,21 +31,71 @@ def make_engine(settings: Settings) -> Engine:
     )
 
 
+class _WriterConnection(sqlite3.Connection):
+    """A pysqlite connection that gives the engine's writer lock back when its
+    transaction ends, however it ends (commit, rollback, or close)."""
+
+    writer_lock: threading.Lock | None = None
+    holds_writer_lock = False
+
+    def take_writer_lock(self) -> None:
+        if self.writer_lock is None:
+            return
+        if not self.writer_lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            raise OperationalError(
+                "BEGIN IMMEDIATE",
+                None,
+                sqlite3.OperationalError("database is locked"),
+            )
+        self.holds_writer_lock = True
+
+    def give_writer_lock_back(self) -> None:
+        if self.holds_writer_lock and self.writer_lock is not None:
+            self.holds_writer_lock = False
+            self.writer_lock.release()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.give_writer_lock_back()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.give_writer_lock_back()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.give_writer_lock_back()
+
+
 def _make_sqlite_engine(url: str) -> Engine:
     engine = create_engine(
         url,
         connect_args={
             "check_same_thread": False,
             "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+            "factory": _WriterConnection,
         },
         pool_size=20,
         max_overflow=20,
     )
+    # SQLite has one writer at a time. Threads of this process wait for it on this
+    # lock, so the next one starts as soon as the last commits. In SQLite's own
+    # busy handler each waiter sleeps between tries (up to 100 ms at a time in
+    # sqliteDefaultBusyCallback), so the database sat idle while requests queued
+    # (see docs/benchmarks.md). Other processes still wait under busy_timeout.
+    writer_lock = threading.Lock()
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
         # Take over transaction control from the driver so BEGIN can be IMMEDIATE.
         dbapi_connection.isolation_level = None
+        dbapi_connection.writer_lock = writer_lock
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
@@ -57,8 +110,14 @@ def _make_sqlite_engine(url: str) -> Engine:
         # lock up front instead, and wait for it under busy_timeout.
         if connection.get_execution_options().get("read_only"):
             connection.exec_driver_sql("BEGIN")
-        else:
+            return
+        dbapi_connection = connection.connection.driver_connection
+        dbapi_connection.take_writer_lock()
+        try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            dbapi_connection.give_writer_lock_back()
+            raise
 
     return engine
 

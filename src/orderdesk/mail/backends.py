@@ -17,6 +17,7 @@ default ports are 25 for smtp and 465 for smtps.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import smtplib
@@ -164,9 +165,7 @@ class SmtpBackend:
 
     def _deliver(self, message: EmailMessage) -> dict[str, tuple[int, bytes]]:
         smtp = self.smtp
-        context = ssl.create_default_context(
-            cafile=str(smtp.ca_file) if smtp.ca_file else None
-        )
+        context = _tls_context(str(smtp.ca_file) if smtp.ca_file else None)
         client: smtplib.SMTP
         if smtp.implicit_tls:
             client = smtplib.SMTP_SSL(
@@ -193,6 +192,17 @@ class SmtpBackend:
                 "required when smtp_url has a user name. Use a server with STARTTLS, "
                 "smtps://, or ?starttls=off for a trusted local relay."
             )
+
+
+@functools.lru_cache(maxsize=8)
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """Return the verifying TLS context for `ca_file` (None: the system store).
+
+    Built once per process: loading the CA bundle takes longer than sending a
+    message to a relay on loopback. A CA file changed on disk is read again only
+    after a restart.
+    """
+    return ssl.create_default_context(cafile=ca_file)
 
 
 def _describe(exc: BaseException) -> str:

@@ -7,7 +7,7 @@ import uuid
 
 from fastapi import Request
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from orderdesk.auth.dependencies import request_kind, require_key_scope
 from orderdesk.auth.scopes import CLIENT_SECRET_SCOPES
@@ -38,21 +38,24 @@ def load_order(
     *,
     request: Request | None = None,
     for_update: bool = False,
+    line_items: bool = True,
 ) -> Order:
     """Return the order the principal may act on with `scope`.
 
     A key of another project gets 404, like an unknown or malformed id, so ids cannot
     be probed. A client secret works for its own order only, with read and update.
+    With `line_items=False` the line items are loaded only if they are read, which
+    saves a query for routes that do not need them.
     """
     if isinstance(principal, KeyPrincipal):
         require_key_scope(principal, scope)
-        order = _get(session, order_id, for_update)
+        order = _get(session, order_id, for_update, line_items)
         if order is None or order.project_id != principal.project_id:
             raise order_not_found(order_id)
         return order
     if scope not in CLIENT_SECRET_SCOPES:
         require_key_scope(principal, scope)
-    order = _get(session, order_id, for_update)
+    order = _get(session, order_id, for_update, line_items)
     if order is None or not _secret_matches(principal, order):
         raise Unauthorized(
             "The client secret in Authorization does not belong to this order. "
@@ -68,10 +71,14 @@ def _secret_matches(principal: SecretPrincipal, order: Order) -> bool:
     return hmac.compare_digest(principal.secret_hash, order.client_secret_hash)
 
 
-def _get(session: Session, order_id: str, for_update: bool) -> Order | None:
+def _get(
+    session: Session, order_id: str, for_update: bool, line_items: bool = True
+) -> Order | None:
     if not is_uuid(order_id):
         return None
     query = select(Order).where(Order.id == order_id)
+    if not line_items:
+        query = query.options(lazyload(Order.line_items))
     if for_update:
         query = query.with_for_update()
     return session.scalar(query)

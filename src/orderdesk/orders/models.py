@@ -90,6 +90,10 @@ class OrderEvent(Base):
     """One recorded change of an order or of something that belongs to it."""
 
     __tablename__ = "order_events"
+    __table_args__ = (
+        # A refund's history is the events whose subject is the refund.
+        Index("ix_order_events_subject", "subject_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), index=True)

@@ -329,9 +329,7 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_order_events_order_id"), ["order_id"], unique=False
         )
-        batch_op.create_index(
-            "ix_order_events_subject", ["subject_id"], unique=False
-        )
+        batch_op.create_index("ix_order_events_subject", ["subject_id"], unique=False)
 
     op.create_table(
         "order_line_items",
