@@ -30,7 +30,8 @@ def target_rows(phase: dict[str, Any]) -> list[str]:
 
 def worker_rows(phases: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| database | refunds | refunds/s | emails (with PDF) | webhooks | webhooks/s |",
+        "| database | refunds | refunds/s | emails (with PDF) | webhooks "
+        "| webhooks/s |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for phase in phases:
