@@ -38,13 +38,3 @@ def configure_logging(settings: Settings) -> None:
         cache_logger_on_first_use=False,
     )
 
-
-class _CurrentStderr:
-    """Write to whatever sys.stderr is now, so a replaced stream (as test runners
-    and daemonisers do) never leaves the logger holding a closed file."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
