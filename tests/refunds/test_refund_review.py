@@ -519,6 +519,8 @@ def test_review_moves_emit_webhooks(
         "orders.refund.initiated",
         "orders.refund.initiated",
         "orders.refund.accepted",
+        # Accepting records the return parcel, which is tracked like any package.
+        "orders.tracking.updated",
         "orders.refund.rejected",
         "orders.refund.completed",
     ]
