@@ -37,4 +37,3 @@ def configure_logging(settings: Settings) -> None:
         logger_factory=lambda *_args: structlog.PrintLogger(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-
