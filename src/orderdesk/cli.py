@@ -72,9 +72,6 @@ def serve(
     worker: Annotated[
         bool, typer.Option(help="Run the job worker in this process.")
     ] = True,
-    workers: Annotated[
-        int, typer.Option(help="Number of API processes (PostgreSQL only).")
-    ] = 1,
 ) -> None:
     """Run the HTTP API (and, unless --no-worker, the job worker)."""
     import uvicorn
