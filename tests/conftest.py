@@ -31,7 +31,7 @@ TEST_SECRET = "test-treasury-secret-" + "0" * 32
 
 
 def _postgres_reachable() -> str | None:
-    """Return None when PostgreSQL answers, else the reason it does not."""
+    """Return None when PostgreSQL responds, else the reason it does not."""
     try:
         engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
         with engine.connect() as connection:

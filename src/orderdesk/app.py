@@ -81,12 +81,12 @@ def create_app(
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
-        """Answer 200 while the process serves requests."""
+        """Return 200 while the process serves requests."""
         return JSONResponse({"status": "ok"})
 
     @app.get("/readyz", include_in_schema=False)
     def readyz() -> JSONResponse:
-        """Answer 200 when the database (and Redis, when set) answer, else 503."""
+        """Return 200 when the database (and Redis, when set) respond, else 503."""
         checks = readiness_checks(runtime, settings)
         ready = all(value == "ok" for value in checks.values())
         return JSONResponse(
@@ -101,7 +101,7 @@ def create_app(
             with runtime.session_factory() as session:
                 metrics.refresh_backlog(session)
         except OperationalError:
-            # The request metrics still answer while the database is down.
+            # The request metrics are still served while the database is down.
             log.warning("metrics_backlog_unavailable")
         return Response(
             generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST

@@ -70,7 +70,7 @@ class DemoClient:
             raise DemoFailed(f"{method} {path} failed: {exc}") from exc
         if response.status_code != expected:
             raise DemoFailed(
-                f"{method} {path} answered {response.status_code}, "
+                f"{method} {path} returned {response.status_code}, "
                 f"expected {expected}: "
                 f"{response.text[:500]}"
             )
@@ -173,7 +173,9 @@ def run_demo(base_url: str, api_key: str) -> None:
 
     step("Refunds of the order")
     show(client.call("GET", f"/api/unstable/orders/{order_id}/refunds", 200))
-    console.print("\n[green]demo finished: every step answered as expected[/green]")
+    console.print(
+        "\n[green]demo finished: every step returned what was expected[/green]"
+    )
 
 
 def _pay(client: DemoClient, base_url: str, wallet: Any, order: dict[str, Any]) -> str:

@@ -105,7 +105,7 @@ async def read_body(request: Request, *, required: bool = True) -> bytes:
 
 async def body_bytes(request: Request) -> bytes:
     """Read the raw body. Routes list this before authentication so that a slow
-    upload never holds a database transaction open; it is validated afterwards."""
+    upload never keeps a database transaction open; it is validated afterwards."""
     return await request.body()
 
 

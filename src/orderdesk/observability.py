@@ -101,7 +101,7 @@ class Metrics:
 
 
 class RequestContextMiddleware:
-    """Bind a request id to every log line and answer it in X-Request-ID."""
+    """Bind a request id to every log line and return it in X-Request-ID."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = True) -> None:
         self.app = app

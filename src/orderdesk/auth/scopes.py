@@ -4,5 +4,5 @@ PUBLIC_SCOPES = ("orders.create", "orders.read", "orders.update")
 OPERATOR_SCOPES = ("orders.fulfill", "refunds.review", "webhooks.manage")
 ALL_SCOPES = PUBLIC_SCOPES + OPERATOR_SCOPES
 
-# What an order's client secret may do, on that order only.
+# The scopes an order's client secret grants, on that order only.
 CLIENT_SECRET_SCOPES = frozenset({"orders.read", "orders.update"})

@@ -28,7 +28,7 @@ def money(amount: Decimal, currency: str) -> dict[str, str]:
 
 
 def is_expired(order: Order, now: datetime) -> bool:
-    """Whether an unpaid order's quote has run out; a payment stops the clock."""
+    """Return whether an unpaid order's quote has run out. A payment stops the clock."""
     return order.payment_state == PaymentState.UNPAID and now >= order.expires_at
 
 
@@ -153,6 +153,6 @@ def _unpaid_status(
         )
     except Exception as exc:  # noqa: BLE001 - the order still shows without it
         # The chain node may be down; the buyer can still pay with a transfer they
-        # build themselves, so the order answers without the preparation.
+        # build themselves, so the order is returned without the preparation.
         log.warning("payment_preparation_failed", order_id=order.id, error=repr(exc))
     return PaymentStatus.AWAITING_PAYMENT

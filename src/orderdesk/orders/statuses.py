@@ -36,7 +36,7 @@ class PaymentStatus(StrEnum):
 
 
 class PaymentState(StrEnum):
-    """What the service knows of the payment, stored on the order."""
+    """The payment state recorded on the order."""
 
     UNPAID = "unpaid"
     IN_PROGRESS = "in-progress"

@@ -79,7 +79,7 @@ def roll_up_delivery(session: Session, order: Order, actor: str) -> list[LineIte
     if changed:
         order.updated_at = now
     _roll_up_phase(session, order, actor, now)
-    # The webhooks carry the order as it stands after this roll-up.
+    # The webhooks carry the order as it is after this roll-up.
     _notify_delivery(session, order, changed)
     failed = [item for item in changed if item.delivery_status == DeliveryStatus.FAILED]
     if failed:
