@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -95,16 +96,23 @@ def serve(
         console.print("API key (shown once):")
         print(key, flush=True)
     application = create_app(runtime=runtime, run_worker=worker)
+    # uvicorn handles SIGTERM itself while it runs: it stops taking connections and
+    # waits for the requests in flight. Afterwards it raises the signal again, and this
+    # handler turns that into a clean exit instead of death by signal.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
-        application, host=host, port=port, log_level="warning", access_log=False
+        application,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
 
 
 @app.command("worker")
 def run_worker() -> None:
     """Run the job worker until interrupted."""
-    import signal
-
     from orderdesk.jobs.worker import Worker
 
     runtime = _runtime()

@@ -146,11 +146,18 @@ class Settings(BaseSettings):
     webhook_allow_private_urls: bool = False
 
     worker_poll_seconds: float = Field(default=1.0, gt=0)
+    # On SIGTERM, how long `serve` waits for requests in flight (and the in-process
+    # worker for its current job) before it closes them.
+    shutdown_grace_seconds: float = Field(default=30.0, gt=0)
     payment_recheck_seconds: float = Field(default=5.0, gt=0)
     log_format: Literal["console", "json"] | None = None
     log_level: str = "INFO"
     # One log line per request (method, route template, status, duration).
     access_log: bool = True
+    # A request still running after this many seconds gets 503 request_timeout and
+    # commits nothing more; 0 turns the limit off. It is longer than the SQLite busy
+    # timeout (30 s) and a chain node request (10 s), which fail on their own first.
+    request_timeout_seconds: float = Field(default=60.0, ge=0)
 
     # The operator console. The secret is the HMAC key of the stored session token
     # hashes, the login form tokens and the flash cookie. When both are unset in

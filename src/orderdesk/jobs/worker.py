@@ -62,8 +62,11 @@ class Worker:
     def run_once(self) -> int:
         """Claim and run one batch of due jobs; return how many ran."""
         job_ids = self._claim()
-        for job_id in job_ids:
+        for position, job_id in enumerate(job_ids):
             if self.stopping.is_set():
+                # Hand the rest of the batch back now, so that another worker does not
+                # wait for their leases to run out.
+                self._release(job_ids[position:])
                 break
             self._run(job_id)
         return len(job_ids)
@@ -110,6 +113,27 @@ class Worker:
                     )
                 )
             return ids
+
+    def _release(self, job_ids: list[int]) -> None:
+        """Return claimed jobs that this worker has not started to the queue."""
+        factory = self.runtime.session_factory
+        with factory() as session, session.begin():
+            session.execute(
+                update(Job)
+                .where(
+                    Job.id.in_(job_ids),
+                    Job.locked_by == self.name,
+                    Job.status == "running",
+                )
+                .values(
+                    status="queued",
+                    locked_by=None,
+                    locked_until=None,
+                    attempts=Job.attempts - 1,
+                    updated_at=utcnow(),
+                )
+            )
+        log.info("worker_released_jobs", worker=self.name, count=len(job_ids))
 
     def _run(self, job_id: int) -> None:
         factory = self.runtime.session_factory
