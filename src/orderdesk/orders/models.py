@@ -105,3 +105,21 @@ class OrderEvent(Base):
     actor: Mapped[str] = mapped_column(String(80))
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OrderRevision(Base):
+    """How many committed transactions changed the order, for reply caches.
+
+    Raised by `orders.revision` just before each such commit. A missing row is
+    revision 0. There is deliberately no foreign key to orders: checking it would
+    take a share lock on the order row, which `orders.revision` explains.
+    """
+
+    __tablename__ = "order_revisions"
+
+    order_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# Registers the Session listeners that keep order_revisions current.
+from orderdesk.orders import revision as _revision  # noqa: E402, F401
