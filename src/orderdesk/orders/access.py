@@ -23,6 +23,14 @@ def order_not_found(order_id: str) -> NotFound:
     )
 
 
+def invalid_client_secret() -> Unauthorized:
+    return Unauthorized(
+        "The client secret in Authorization does not belong to this order. "
+        "Use the clientSecret returned when the order was created.",
+        code="invalid_client_secret",
+    )
+
+
 def is_uuid(value: str) -> bool:
     try:
         return str(uuid.UUID(value)) == value
@@ -57,11 +65,7 @@ def load_order(
         require_key_scope(principal, scope)
     order = _get(session, order_id, for_update, line_items)
     if order is None or not _secret_matches(principal, order):
-        raise Unauthorized(
-            "The client secret in Authorization does not belong to this order. "
-            "Use the clientSecret returned when the order was created.",
-            code="invalid_client_secret",
-        )
+        raise invalid_client_secret()
     if request is not None:
         request.app.state.rate_limiter.hit(order.project_id, request_kind(request))
     return order
