@@ -17,6 +17,7 @@ import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -110,7 +111,7 @@ def reprint_return_label(
     if _provider_name(settings) == "local":
         sender = buyer_address(order_recipient)
         label = _label(refund_id, carrier, tracking_number, sender, item, settings)
-        return render_return_label(label, font_path=_font_path(settings))
+        return rendered_label(label, _font_path(settings))
     with _easypost(settings) as client:
         bought = client.fetch(refund_id)
     if normalize_tracking_number(bought.tracking_code) != normalize_tracking_number(
@@ -170,6 +171,11 @@ def _bad_returns_address(problem: str) -> LabelConfigurationError:
     )
 
 
+def issues_labels_locally(settings: Any) -> bool:
+    """Return whether labels are rendered here (`local`) rather than bought."""
+    return _provider_name(settings) == "local"
+
+
 def _provider_name(settings: Any) -> str:
     name = str(getattr(settings, "label_provider", "local") or "local").lower()
     if name not in ("local", "easypost"):
@@ -216,6 +222,20 @@ def _label(
 
 # -- local provider ----------------------------------------------------------------
 
+# Labels a process keeps rendered: the label job renders one, and the email job
+# that attaches it usually runs in the same worker right after.
+RENDERED_LABELS_MAX = 256
+
+
+@lru_cache(maxsize=RENDERED_LABELS_MAX)
+def rendered_label(label: ReturnLabel, font_path: Path | None) -> bytes:
+    """Return the label's PDF, rendered once per process for the same inputs.
+
+    Rendering is deterministic (see `render_return_label`), so a label rendered in
+    another process, or again after this cache dropped it, has the same bytes.
+    """
+    return render_return_label(label, font_path=font_path)
+
 
 def _issue_local(
     refund_id: str,
@@ -230,7 +250,7 @@ def _issue_local(
     tracking_number = tracking_number_for(refund_id, template)
     sender = buyer_address(order_recipient)
     label = _label(refund_id, carrier, tracking_number, sender, item, settings)
-    pdf = render_return_label(label, font_path=_font_path(settings))
+    pdf = rendered_label(label, _font_path(settings))
     return IssuedLabel(carrier, tracking_number, pdf)
 
 

@@ -23,6 +23,8 @@ import os
 import smtplib
 import ssl
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -130,8 +132,30 @@ def _starttls_option(query: str, scheme: str, *, has_credentials: bool) -> Start
     )
 
 
+# How long an idle SMTP connection is kept for the next message of the same thread.
+# Servers close idle clients after a few minutes (RFC 5321 asks them to wait at
+# least 5 minutes), so this stays well below that.
+SMTP_IDLE_SECONDS = 30.0
+
+
+@dataclass
+class _OpenConnection:
+    client: smtplib.SMTP
+    last_used: float
+
+
+# One connection per thread and server, so a worker sends one message after the
+# other over the same session, and threads never share an SMTP conversation.
+_connections = threading.local()
+
+
 class SmtpBackend:
-    """Send each message over a new SMTP connection."""
+    """Send messages over an SMTP connection reused by the same thread.
+
+    A connection idle for SMTP_IDLE_SECONDS, or one that fails a NOOP, is replaced
+    before the message is sent, so a reused connection that the server closed
+    never loses a message. Any failure during a send closes the connection.
+    """
 
     name = "smtp"
 
@@ -148,7 +172,12 @@ class SmtpBackend:
         where = f"{smtp.host}:{smtp.port}"
         message_id = message.get("Message-ID", "(no Message-ID)")
         try:
-            rejected = self._deliver(message)
+            client = self._client()
+            try:
+                rejected = client.send_message(message)
+            except BaseException:
+                _close_quietly(client)
+                raise
         except MailDeliveryError:
             raise
         except (smtplib.SMTPException, OSError) as exc:
@@ -156,6 +185,7 @@ class SmtpBackend:
             raise MailDeliveryError(
                 f"Sending {message_id} through {where} failed: {_describe(exc)}"
             ) from exc
+        self._open_connections()[self.smtp] = _OpenConnection(client, time.monotonic())
         if rejected:
             replies = "; ".join(f"{code} {text!r}" for code, text in rejected.values())
             raise MailDeliveryError(
@@ -163,7 +193,24 @@ class SmtpBackend:
                 f"{replies}"
             )
 
-    def _deliver(self, message: EmailMessage) -> dict[str, tuple[int, bytes]]:
+    def _open_connections(self) -> dict[SmtpSettings, _OpenConnection]:
+        if not hasattr(_connections, "by_server"):
+            _connections.by_server = {}
+        connections: dict[SmtpSettings, _OpenConnection] = _connections.by_server
+        return connections
+
+    def _client(self) -> smtplib.SMTP:
+        """Return this thread's live connection to the server, or a new one."""
+        connections = self._open_connections()
+        kept = connections.pop(self.smtp, None)
+        if kept is not None:
+            idle = time.monotonic() - kept.last_used
+            if idle < SMTP_IDLE_SECONDS and _answers_noop(kept.client):
+                return kept.client
+            _close_quietly(kept.client)
+        return self._connect()
+
+    def _connect(self) -> smtplib.SMTP:
         smtp = self.smtp
         context = _tls_context(str(smtp.ca_file) if smtp.ca_file else None)
         client: smtplib.SMTP
@@ -173,13 +220,16 @@ class SmtpBackend:
             )
         else:
             client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
-        with client:
+        try:
             client.ehlo()
             if smtp.starttls != "off" and not smtp.implicit_tls:
                 self._start_tls(client, context)
             if smtp.username:
                 client.login(smtp.username, smtp.password or "")
-            return client.send_message(message)
+        except BaseException:
+            _close_quietly(client)
+            raise
+        return client
 
     def _start_tls(self, client: smtplib.SMTP, context: ssl.SSLContext) -> None:
         if client.has_extn("starttls"):
@@ -192,6 +242,21 @@ class SmtpBackend:
                 "required when smtp_url has a user name. Use a server with STARTTLS, "
                 "smtps://, or ?starttls=off for a trusted local relay."
             )
+
+
+def _answers_noop(client: smtplib.SMTP) -> bool:
+    try:
+        code, _text = client.noop()
+    except (smtplib.SMTPException, OSError):
+        return False
+    return code == 250
+
+
+def _close_quietly(client: smtplib.SMTP) -> None:
+    try:
+        client.quit()
+    except (smtplib.SMTPException, OSError):
+        client.close()
 
 
 @functools.lru_cache(maxsize=8)

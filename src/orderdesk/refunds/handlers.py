@@ -27,7 +27,7 @@ def issue_return_label_job(
     if refund_id is None:
         return
     try:
-        returns.issue_return_label(
+        returns.issue_return_label_in_job(
             session, context.runtime.settings, refund_id, actor="system"
         )
     except returns.LabelClaimed as claimed:

@@ -28,7 +28,11 @@ from sqlalchemy.orm import Session
 from orderdesk.db.base import utcnow
 from orderdesk.errors import OrderDeskError
 from orderdesk.labels.exceptions import LabelError
-from orderdesk.labels.providers import IssuedLabel, create_return_label
+from orderdesk.labels.providers import (
+    IssuedLabel,
+    create_return_label,
+    issues_labels_locally,
+)
 from orderdesk.mail.messages import MailKind
 from orderdesk.orders.models import Order
 from orderdesk.refunds import review, services
@@ -96,6 +100,34 @@ def issue_return_label(
     session.commit()
 
 
+def issue_return_label_in_job(
+    session: Session, settings: Any, refund_id: str, *, actor: str
+) -> None:
+    """Issue and store the refund's return label in the job's own transaction.
+
+    With the local provider this takes no claim and does not commit: rendering calls
+    no outside service and gives the same label in every process, and `store_label`
+    stores only the first one, so the worker commits the label together with the
+    job. A claim that another process holds is still respected (LabelClaimed).
+    Other providers are called over the network, outside any transaction, by
+    `issue_return_label`, which commits on its own.
+    """
+    if not issues_labels_locally(settings):
+        issue_return_label(session, settings, refund_id, actor=actor)
+        return
+    refund = session.get(Refund, refund_id)
+    if refund is None or not _needs_label(refund):
+        return
+    claimed_until = refund.label_claimed_until
+    if claimed_until is not None and claimed_until > utcnow():
+        raise LabelClaimed(refund.id, claimed_until)
+    claim = _claim_of(session, refund)
+    label = create_return_label(
+        claim.refund_id, claim.order_recipient, claim.item, settings
+    )
+    store_label(session, claim, label, actor=actor)
+
+
 def try_issue_return_label(
     session: Session, settings: Any, refund_id: str, *, actor: str
 ) -> None:
@@ -133,6 +165,10 @@ def claim_label(
     if refund.label_claimed_until is not None and refund.label_claimed_until > now:
         raise LabelClaimed(refund.id, refund.label_claimed_until)
     refund.label_claimed_until = now + timedelta(seconds=review.LABEL_CLAIM_SECONDS)
+    return _claim_of(session, refund)
+
+
+def _claim_of(session: Session, refund: Refund) -> LabelClaim:
     order = session.get_one(Order, refund.order_id)
     line = next(item for item in order.line_items if item.index == refund.line_item)
     return LabelClaim(
