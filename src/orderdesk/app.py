@@ -14,10 +14,14 @@ from sqlalchemy.exc import OperationalError
 
 from orderdesk import __version__
 from orderdesk.config import Settings, load_settings
+from orderdesk.fastpath import LeanReadMiddleware, Replies
 from orderdesk.http import BodyLimitMiddleware, install_error_handlers
 from orderdesk.logs import configure_logging
 from orderdesk.observability import Metrics, RequestContextMiddleware
+from orderdesk.openapi import install_openapi
+from orderdesk.orders.replies import OrderAccessReader, ReplyCache
 from orderdesk.ratelimit import RateLimiter
+from orderdesk.request_timeout import RequestTimeoutMiddleware
 from orderdesk.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -54,7 +58,8 @@ def create_app(
         finally:
             if worker_thread is not None:
                 app.state.worker.stop()
-                worker_thread.join(timeout=30)
+                worker_thread.join(timeout=settings.shutdown_grace_seconds)
+            app.state.replies.close()
             runtime.close()
 
     app = FastAPI(
@@ -71,12 +76,21 @@ def create_app(
     app.state.rate_limiter = RateLimiter(settings)
     metrics = Metrics()
     app.state.metrics = metrics
+    app.state.replies = Replies(OrderAccessReader(runtime.engine), ReplyCache())
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware)
+    # Inside the request context, so a timed-out request is logged with its id.
+    app.add_middleware(
+        RequestTimeoutMiddleware, seconds=settings.request_timeout_seconds
+    )
+    # Inside the request context (request id, access log, metrics) and outside the
+    # timeout, which costs a task per request: the reads it answers never wait.
+    app.add_middleware(LeanReadMiddleware, fastapi_app=app)
     app.add_middleware(
         RequestContextMiddleware, metrics=metrics, access_log=settings.access_log
     )
     _include_routers(app, settings)
+    install_openapi(app)
     _mount_offline_docs(app)
 
     @app.get("/healthz", include_in_schema=False)

@@ -19,6 +19,7 @@ from orderdesk.http import (
     parse_json_body,
     raw_json,
 )
+from orderdesk.openapi import error_responses
 from orderdesk.orders import services
 from orderdesk.orders.access import load_order, require_project_key
 from orderdesk.orders.schemas import OrderCreate, OrderUpdate
@@ -34,7 +35,19 @@ def get_chains(request: Request) -> Any:
 Chains = Annotated[Any, Depends(get_chains)]
 
 
-@router.post("", status_code=201, openapi_extra=raw_json(OrderCreate))
+@router.post(
+    "",
+    status_code=201,
+    openapi_extra=raw_json(OrderCreate),
+    responses={
+        200: {
+            "description": "A draft: the priced order, not stored, with `orderId` "
+            "and `clientSecret` null.",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        **error_responses(400, 401, 403, 413, 415, 429, 503),
+    },
+)
 def create_order(
     request: Request,
     raw: RawBody,
@@ -59,7 +72,7 @@ def create_order(
     )
 
 
-@router.get("")
+@router.get("", responses=error_responses(400, 401, 403, 429, 503))
 def list_orders(
     principal: CurrentPrincipal,
     session: DbSession,
@@ -79,7 +92,11 @@ def list_orders(
     }
 
 
-@router.get("/{order_id}", response_model=dict[str, Any])
+@router.get(
+    "/{order_id}",
+    response_model=dict[str, Any],
+    responses=error_responses(401, 403, 404, 429, 503),
+)
 def get_order(order_id: str, request: Request) -> Response:
     """Return one order."""
     # A polled read: one thread-pool call and no response model check.
@@ -88,7 +105,11 @@ def get_order(order_id: str, request: Request) -> Response:
         return json_response(serialize_order(order, get_chains(request)))
 
 
-@router.patch("/{order_id}", openapi_extra=raw_json(OrderUpdate))
+@router.patch(
+    "/{order_id}",
+    openapi_extra=raw_json(OrderUpdate),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 429, 503),
+)
 def update_order(
     order_id: str,
     request: Request,

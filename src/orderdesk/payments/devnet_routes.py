@@ -11,11 +11,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
 from starlette.concurrency import run_in_threadpool
 
 from orderdesk.errors import InvalidInput, NotFound, ServiceUnavailable
 from orderdesk.http import json_body, raw_json
+from orderdesk.openapi import error_responses
 from orderdesk.payments.addresses import InvalidAddress, parse_address
 from orderdesk.payments.devnet import (
     DEVNET_TOKEN_DECIMALS,
@@ -29,13 +36,25 @@ from orderdesk.payments.devnet_state import InvalidDevnetRequest
 router = APIRouter(tags=["devnet"])
 
 _PLAIN_DECIMAL = re.compile(r"\d{1,16}(\.\d{1,30})?")
+# The longest string _PLAIN_DECIMAL matches: 16 digits, the point and 30 digits.
+_MAX_DECIMAL_LENGTH = 47
+_USDC_SCHEMA = {
+    "anyOf": [
+        {"type": "number"},
+        {
+            "type": "string",
+            "pattern": _PLAIN_DECIMAL.pattern,
+            "maxLength": _MAX_DECIMAL_LENGTH,
+        },
+    ]
+}
 
 
 class FaucetRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    address: str
-    usdc: Decimal
+    address: Annotated[str, StringConstraints(max_length=42)]
+    usdc: Annotated[Decimal, WithJsonSchema(_USDC_SCHEMA, mode="validation")]
 
     @field_validator("address")
     @classmethod
@@ -88,7 +107,22 @@ def _devnet(request: Request) -> Devnet:
     return devnet
 
 
-@router.post("/devnet/rpc", summary="Ethereum JSON-RPC of the embedded devnet")
+@router.post(
+    "/devnet/rpc",
+    summary="Ethereum JSON-RPC of the embedded devnet",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "A JSON-RPC 2.0 request or batch. Errors are JSON-RPC "
+            "error objects in a 200 answer.",
+            "content": {"application/json": {"schema": {"type": ["object", "array"]}}},
+        }
+    },
+    responses={
+        204: {"description": "The request held only notifications."},
+        **error_responses(404, 413, 503),
+    },
+)
 async def rpc(request: Request) -> Response:
     devnet = _devnet(request)
     raw = await request.body()
@@ -102,6 +136,7 @@ async def rpc(request: Request) -> Response:
     "/devnet/faucet",
     summary="Send test USDC and gas to an address",
     openapi_extra=raw_json(FaucetRequest),
+    responses=error_responses(400, 404, 413, 415, 503),
 )
 async def faucet(
     request: Request,

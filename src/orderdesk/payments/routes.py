@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 
 from orderdesk.auth.dependencies import CurrentPrincipal, DbSession
 from orderdesk.http import RawBody, parse_json_body, raw_json
+from orderdesk.openapi import error_responses
 from orderdesk.orders.access import load_order
 from orderdesk.orders.serialization import serialize_order
 from orderdesk.payments import services
@@ -20,7 +21,11 @@ log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/2022-06-09/orders", tags=["payments"])
 
 
-@router.post("/{order_id}/payment", openapi_extra=raw_json(PaymentSubmission))
+@router.post(
+    "/{order_id}/payment",
+    openapi_extra=raw_json(PaymentSubmission),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 429, 503),
+)
 def submit_payment(
     order_id: str,
     request: Request,

@@ -28,6 +28,7 @@ from orderdesk.http import (
     parse_json_body,
     raw_json,
 )
+from orderdesk.openapi import error_responses, optional_empty_body
 from orderdesk.orders.access import load_order
 from orderdesk.refunds import idempotency, returns, review, services
 from orderdesk.refunds.schemas import (
@@ -47,7 +48,22 @@ REVIEW_SCOPE = "refunds.review"
 
 
 @router.post(
-    "/{orderId}/refunds", status_code=201, openapi_extra=raw_json(RefundRequestIn)
+    "/{orderId}/refunds",
+    status_code=201,
+    openapi_extra={
+        **raw_json(RefundRequestIn),
+        "parameters": [
+            {
+                "name": idempotency.HEADER,
+                "in": "header",
+                "required": False,
+                "description": "Replays the first reply of a request with the same "
+                "key and body for 24 hours.",
+                "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+            }
+        ],
+    },
+    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 429, 503),
 )
 def request_refund(
     order_id: OrderId,
@@ -89,7 +105,22 @@ def request_refund(
     return JSONResponse(reply, status_code=201)
 
 
-@router.get("/{orderId}/refunds", response_model=list[dict[str, Any]])
+@router.get(
+    "/{orderId}/refunds",
+    response_model=list[dict[str, Any]],
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "lineItem",
+                "in": "query",
+                "required": False,
+                "description": "Only the requests of this line item index.",
+                "schema": {"type": "integer", "minimum": 0},
+            }
+        ]
+    },
+    responses=error_responses(400, 401, 403, 404, 429, 503),
+)
 def list_refunds(order_id: OrderId, request: Request) -> Response:
     """List the order's refund requests oldest first, optionally for one line item."""
     # A polled read: one thread-pool call and no response model check.
@@ -107,7 +138,11 @@ def list_refunds(order_id: OrderId, request: Request) -> Response:
         return json_response([refund_body(refund) for refund in refunds])
 
 
-@router.post("/{orderId}/refunds/{refundId}/accept")
+@router.post(
+    "/{orderId}/refunds/{refundId}/accept",
+    openapi_extra=optional_empty_body(),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 429, 503),
+)
 def accept_refund(
     order_id: OrderId,
     refund_id: RefundId,
@@ -131,7 +166,9 @@ def accept_refund(
 
 
 @router.post(
-    "/{orderId}/refunds/{refundId}/reject", openapi_extra=raw_json(RejectionIn)
+    "/{orderId}/refunds/{refundId}/reject",
+    openapi_extra=raw_json(RejectionIn),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 429, 503),
 )
 def reject_refund(
     order_id: OrderId,
@@ -153,7 +190,11 @@ def reject_refund(
     return reply
 
 
-@router.post("/{orderId}/refunds/{refundId}/return-received")
+@router.post(
+    "/{orderId}/refunds/{refundId}/return-received",
+    openapi_extra=optional_empty_body(),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 429, 503),
+)
 def receive_return(
     order_id: OrderId,
     refund_id: RefundId,

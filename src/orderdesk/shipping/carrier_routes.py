@@ -20,6 +20,7 @@ from orderdesk.auth.dependencies import DbSession
 from orderdesk.db.base import utcnow
 from orderdesk.errors import InvalidInput, NotFound
 from orderdesk.http import RawBody, check_json_content_type
+from orderdesk.openapi import error_responses
 from orderdesk.shipping.carriers import PROVIDERS, get_adapter
 from orderdesk.shipping.carriers.base import SignedRequest
 from orderdesk.shipping.carriers.ingest import carrier_secrets, record_carrier_updates
@@ -35,7 +36,17 @@ Provider = Annotated[str, Path(description="easypost, shippo or aftership")]
 _UNSIGNED_WARNED: set[str] = set()
 
 
-@router.post("/{provider}")
+@router.post(
+    "/{provider}",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+            "description": "The provider's tracking webhook payload.",
+        }
+    },
+    responses=error_responses(400, 401, 404, 413, 415, 503),
+)
 def receive_carrier_webhook(
     provider: Provider, request: Request, raw: RawBody, session: DbSession
 ) -> JSONResponse:

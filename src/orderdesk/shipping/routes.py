@@ -21,6 +21,7 @@ from orderdesk.auth.dependencies import (
     authenticated_read,
 )
 from orderdesk.http import RawBody, json_response, parse_json_body, raw_json
+from orderdesk.openapi import error_responses
 from orderdesk.orders.access import load_order
 from orderdesk.shipping import services
 from orderdesk.shipping.exceptions import PackageNotFound
@@ -44,7 +45,10 @@ def _time_range(body: TimeRangeIn | None) -> services.TimeRange | None:
 
 
 @router.post(
-    "/{orderId}/shipments", status_code=201, openapi_extra=raw_json(ShipmentIn)
+    "/{orderId}/shipments",
+    status_code=201,
+    openapi_extra=raw_json(ShipmentIn),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 429, 503),
 )
 def record_shipment(
     order_id: OrderId,
@@ -78,6 +82,13 @@ def record_shipment(
     "/{orderId}/shipments/{packageId}/events",
     status_code=201,
     openapi_extra=raw_json(TrackingEventIn),
+    responses={
+        200: {
+            "description": "The same event was stored before; nothing changed.",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        **error_responses(400, 401, 403, 404, 413, 415, 429, 503),
+    },
 )
 def record_tracking_event(
     order_id: OrderId,
@@ -110,7 +121,11 @@ def record_tracking_event(
     return JSONResponse(reply, status_code=201 if update.created else 200)
 
 
-@router.get("/{orderId}/tracking", response_model=list[dict[str, Any]])
+@router.get(
+    "/{orderId}/tracking",
+    response_model=list[dict[str, Any]],
+    responses=error_responses(401, 403, 404, 429, 503),
+)
 def get_tracking(order_id: OrderId, request: Request) -> Response:
     """List the order's packages oldest first, each with its event history."""
     # Clients poll this every few seconds, so it authenticates inside this one

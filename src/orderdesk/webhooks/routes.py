@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from orderdesk.auth.dependencies import CurrentPrincipal, DbSession, require_key_scope
 from orderdesk.auth.services import KeyPrincipal, Principal
 from orderdesk.http import RawBody, parse_json_body, raw_json
+from orderdesk.openapi import error_responses, optional_empty_body
 from orderdesk.webhooks import services
 from orderdesk.webhooks.exceptions import DeliveryNotFound
 from orderdesk.webhooks.schemas import (
@@ -41,7 +42,12 @@ def _check_empty_body(request: Request, raw: bytes) -> None:
         parse_json_body(request, EmptyBody, raw)
 
 
-@router.post("", status_code=201, openapi_extra=raw_json(EndpointCreate))
+@router.post(
+    "",
+    status_code=201,
+    openapi_extra=raw_json(EndpointCreate),
+    responses=error_responses(400, 401, 403, 409, 413, 415, 429, 503),
+)
 def create_endpoint(
     request: Request, raw: RawBody, principal: CurrentPrincipal, session: DbSession
 ) -> JSONResponse:
@@ -62,7 +68,7 @@ def create_endpoint(
     return JSONResponse(reply, status_code=201)
 
 
-@router.get("")
+@router.get("", responses=error_responses(401, 403, 429, 503))
 def list_endpoints(principal: CurrentPrincipal, session: DbSession) -> dict[str, Any]:
     """List the project's endpoints, oldest first, without secrets."""
     key = _key(principal)
@@ -70,7 +76,7 @@ def list_endpoints(principal: CurrentPrincipal, session: DbSession) -> dict[str,
     return {"data": [endpoint_body(endpoint) for endpoint in endpoints]}
 
 
-@router.get("/{endpointId}")
+@router.get("/{endpointId}", responses=error_responses(401, 403, 404, 429, 503))
 def get_endpoint(
     endpoint_id: EndpointId, principal: CurrentPrincipal, session: DbSession
 ) -> dict[str, Any]:
@@ -81,7 +87,11 @@ def get_endpoint(
     )
 
 
-@router.patch("/{endpointId}", openapi_extra=raw_json(EndpointUpdate))
+@router.patch(
+    "/{endpointId}",
+    openapi_extra=raw_json(EndpointUpdate),
+    responses=error_responses(400, 401, 403, 404, 413, 415, 429, 503),
+)
 def update_endpoint(
     endpoint_id: EndpointId,
     request: Request,
@@ -104,7 +114,11 @@ def update_endpoint(
     return reply
 
 
-@router.delete("/{endpointId}", status_code=204)
+@router.delete(
+    "/{endpointId}",
+    status_code=204,
+    responses=error_responses(401, 403, 404, 429, 503),
+)
 def delete_endpoint(
     endpoint_id: EndpointId, principal: CurrentPrincipal, session: DbSession
 ) -> Response:
@@ -118,7 +132,11 @@ def delete_endpoint(
     return Response(status_code=204)
 
 
-@router.post("/{endpointId}/rotate-secret")
+@router.post(
+    "/{endpointId}/rotate-secret",
+    openapi_extra=optional_empty_body(),
+    responses=error_responses(400, 401, 403, 404, 413, 415, 429, 503),
+)
 def rotate_secret(
     endpoint_id: EndpointId,
     request: Request,
@@ -139,7 +157,10 @@ def rotate_secret(
     return reply
 
 
-@router.get("/{endpointId}/deliveries")
+@router.get(
+    "/{endpointId}/deliveries",
+    responses=error_responses(400, 401, 403, 404, 429, 503),
+)
 def list_deliveries(
     endpoint_id: EndpointId,
     principal: CurrentPrincipal,
@@ -161,7 +182,12 @@ def list_deliveries(
     }
 
 
-@router.post("/{endpointId}/deliveries/{deliveryId}/resend", status_code=202)
+@router.post(
+    "/{endpointId}/deliveries/{deliveryId}/resend",
+    status_code=202,
+    openapi_extra=optional_empty_body(),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 429, 503),
+)
 def resend_delivery(
     endpoint_id: EndpointId,
     delivery_id: DeliveryId,
