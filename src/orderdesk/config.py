@@ -148,7 +148,7 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(default=1.0, gt=0)
     # On SIGTERM, how long `serve` waits for requests in flight (and the in-process
     # worker for its current job) before it closes them.
-    shutdown_grace_seconds: float = Field(default=30.0, gt=0)
+    shutdown_grace_seconds: int = Field(default=30, ge=1)
     payment_recheck_seconds: float = Field(default=5.0, gt=0)
     log_format: Literal["console", "json"] | None = None
     log_level: str = "INFO"

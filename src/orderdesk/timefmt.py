@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Any, overload
 
-from pydantic import PlainSerializer, PlainValidator
+from pydantic import PlainSerializer, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 EXAMPLE = "2026-03-01T17:05:09.120Z"
@@ -96,10 +96,18 @@ def _validate(value: Any) -> datetime:
         ) from exc
 
 
+# The longest text _RFC3339 matches: 19 characters of date and time, a point and 9
+# digits of fraction, and a 6-character offset.
+MAX_RFC3339_LENGTH = 35
+
 # A pydantic field type: an RFC 3339 string in, an aware UTC datetime inside, and the
 # millisecond `Z` form out.
 Rfc3339Datetime = Annotated[
     datetime,
-    PlainValidator(_validate, json_schema_input_type=str),
+    PlainValidator(_validate),
+    WithJsonSchema(
+        {"type": "string", "format": "date-time", "maxLength": MAX_RFC3339_LENGTH},
+        mode="validation",
+    ),
     PlainSerializer(iso, return_type=str),
 ]

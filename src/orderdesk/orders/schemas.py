@@ -23,6 +23,10 @@ MAX_LINE_ITEMS = 20
 
 Text100 = Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)]
 Text200 = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+# 64 characters of local part, the @ and 255 of domain: the RFC 5321 maxima.
+EmailText = Annotated[str, StringConstraints(max_length=320)]
+# 0x and 40 hex digits.
+AddressText = Annotated[str, StringConstraints(max_length=42)]
 
 
 class Strict(BaseModel):
@@ -46,7 +50,7 @@ class PhysicalAddressIn(Strict):
     postal_code: (
         Annotated[str, StringConstraints(strip_whitespace=True, max_length=20)] | None
     ) = Field(default=None, alias="postalCode")
-    country: str | None = None
+    country: Text100 | None = None
 
     @field_validator("name", "line1", "line2", "city", "state", "postal_code")
     @classmethod
@@ -109,8 +113,8 @@ def _email(value: str | None) -> str | None:
 
 
 class RecipientIn(Strict):
-    email: str | None = None
-    wallet_address: str | None = Field(default=None, alias="walletAddress")
+    email: EmailText | None = None
+    wallet_address: AddressText | None = Field(default=None, alias="walletAddress")
     physical_address: PhysicalAddressIn | None = Field(
         default=None, alias="physicalAddress"
     )
@@ -136,8 +140,8 @@ class RecipientIn(Strict):
 class PaymentIn(Strict):
     method: Annotated[str, StringConstraints(min_length=1, max_length=40)]
     currency: Annotated[str, StringConstraints(min_length=1, max_length=20)]
-    payer_address: str | None = Field(default=None, alias="payerAddress")
-    receipt_email: str | None = Field(default=None, alias="receiptEmail")
+    payer_address: AddressText | None = Field(default=None, alias="payerAddress")
+    receipt_email: EmailText | None = Field(default=None, alias="receiptEmail")
 
     _check_email = field_validator("receipt_email")(
         classmethod(lambda cls, v: _email(v))
@@ -159,7 +163,9 @@ class LineItemIn(Strict):
 class OrderCreate(Strict):
     recipient: RecipientIn | None = None
     payment: PaymentIn
-    line_items: list[LineItemIn] = Field(alias="lineItems")
+    line_items: list[LineItemIn] = Field(
+        alias="lineItems", min_length=1, max_length=MAX_LINE_ITEMS
+    )
     locale: Annotated[str, StringConstraints(max_length=35)] = "en-US"
     state: Literal["create", "draft"] = "create"
 
@@ -200,6 +206,6 @@ class OrderUpdate(Strict):
 
 class PaymentSubmission(Strict):
     type: Literal["crypto-tx-id"]
-    tx_id: Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{64}$")] = Field(
-        alias="txId"
-    )
+    tx_id: Annotated[
+        str, StringConstraints(max_length=66, pattern=r"^0x[0-9a-fA-F]{64}$")
+    ] = Field(alias="txId")

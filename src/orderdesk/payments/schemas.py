@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-TxId = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{64}$")]
+TxId = Annotated[str, Field(max_length=66, pattern=r"^0x[0-9a-fA-F]{64}$")]
 
 
 class PaymentSubmission(BaseModel):

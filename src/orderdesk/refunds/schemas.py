@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import Field, PlainValidator
+from pydantic import Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from orderdesk.orders.models import OrderEvent
@@ -67,7 +67,15 @@ def _reason(value: Any) -> str:
         ) from exc
 
 
-Reason = Annotated[str, PlainValidator(_reason, json_schema_input_type=str)]
+# The bounds hold after trimming, so the text as sent may carry more whitespace.
+Reason = Annotated[
+    str,
+    PlainValidator(_reason),
+    WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": MAX_REASON_LENGTH},
+        mode="validation",
+    ),
+]
 
 
 class RefundRequestIn(StrictBody):

@@ -1,7 +1,8 @@
 """Wire shapes of shipments and tracking: strict request bodies and the package body.
 
-The request models check JSON types only. Lengths, characters and ranges that depend
-on the order are checked by the services, so callers without HTTP get the same rules.
+The request models check JSON types and cap each string's length as sent. Trimmed
+lengths, characters and ranges that depend on the order are checked by the services,
+so callers without HTTP get the same rules.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -75,6 +77,37 @@ LineItemIndex = Annotated[
 Text = Annotated[str, PlainValidator(_strict_text, json_schema_input_type=str)]
 
 
+def _max_length(max_length: int) -> PlainValidator:
+    """Validate a JSON string of at most `max_length` characters as sent."""
+
+    def validate(value: Any) -> str:
+        text = _strict_text(value)
+        if len(text) > max_length:
+            raise PydanticCustomError(
+                "string_too_long",
+                "Must be at most {max_length} characters, not {length}.",
+                {"max_length": max_length, "length": len(text)},
+            )
+        return text
+
+    return PlainValidator(validate)
+
+
+def _max_length_schema(max_length: int) -> WithJsonSchema:
+    return WithJsonSchema(
+        {"type": "string", "maxLength": max_length}, mode="validation"
+    )
+
+
+# The services' limits, except the tracking number, which has 4 to 40 characters
+# once spaces are removed and so may be sent with spaces between its groups.
+CarrierName = Annotated[str, _max_length(60), _max_length_schema(60)]
+TrackingNumber = Annotated[str, _max_length(64), _max_length_schema(64)]
+TrackingUrl = Annotated[str, _max_length(1000), _max_length_schema(1000)]
+Description = Annotated[str, _max_length(1000), _max_length_schema(1000)]
+Location = Annotated[str, _max_length(300), _max_length_schema(300)]
+
+
 class StrictBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
@@ -101,12 +134,12 @@ class TimeRangeIn(StrictBody):
 
 
 class ShipmentIn(StrictBody):
-    carrier_name: Text = Field(alias="carrierName")
-    carrier_tracking_number: Text = Field(alias="carrierTrackingNumber")
+    carrier_name: CarrierName = Field(alias="carrierName")
+    carrier_tracking_number: TrackingNumber = Field(alias="carrierTrackingNumber")
     line_items: list[LineItemIndex] = Field(
         alias="lineItems", min_length=1, max_length=100
     )
-    tracking_url: Text | None = Field(default=None, alias="trackingUrl")
+    tracking_url: TrackingUrl | None = Field(default=None, alias="trackingUrl")
     delivery_time_range: TimeRangeIn | None = Field(
         default=None, alias="deliveryTimeRange"
     )
@@ -137,11 +170,16 @@ def _status(value: Any) -> PackageStatus:
 
 class TrackingEventIn(StrictBody):
     status: Annotated[
-        PackageStatus, PlainValidator(_status, json_schema_input_type=str)
+        PackageStatus,
+        PlainValidator(_status),
+        WithJsonSchema(
+            {"type": "string", "enum": [status.value for status in PackageStatus]},
+            mode="validation",
+        ),
     ]
     occurred_at: Rfc3339Datetime = Field(alias="occurredAt")
-    description: Text | None = None
-    location: Text | None = None
+    description: Description | None = None
+    location: Location | None = None
     delivery_time_range: TimeRangeIn | None = Field(
         default=None, alias="deliveryTimeRange"
     )

@@ -1,17 +1,19 @@
 """Wire shapes of the webhook endpoints API: strict request bodies and reply bodies.
 
-The request models check JSON types only. The services check URLs, event types and
-lengths, so callers without HTTP get the same rules.
+The request models check JSON types and cap each string and list as sent. The
+services check URLs, event types and lengths, so callers without HTTP get the same
+rules.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from orderdesk.timefmt import iso
+from orderdesk.webhooks.events import EVENT_TYPES
 from orderdesk.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 
@@ -19,19 +21,28 @@ class StrictBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# The services apply the same maxima with their own messages.
+Url = Annotated[str, StringConstraints(max_length=2048)]
+Description = Annotated[str, StringConstraints(max_length=500)]
+# Event types are at most 25 characters long; 100 leaves room for new ones.
+EventType = Annotated[str, StringConstraints(max_length=100)]
+# Every event type once, or "*" alone.
+EventList = Annotated[list[EventType], Field(max_length=len(EVENT_TYPES))]
+
+
 class EndpointCreate(StrictBody):
-    url: str
-    events: list[str]
-    description: str | None = None
+    url: Url
+    events: EventList
+    description: Description | None = None
 
 
 class EndpointUpdate(StrictBody):
     """A partial update: only the fields present change, and `description: null`
     clears the description."""
 
-    url: str | None = None
-    events: list[str] | None = None
-    description: str | None = None
+    url: Url | None = None
+    events: EventList | None = None
+    description: Description | None = None
 
 
 class EmptyBody(StrictBody):
