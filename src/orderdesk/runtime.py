@@ -41,10 +41,12 @@ class Runtime:
         return runtime
 
     def start(self, *, migrate: bool = True) -> None:
-        """Apply migrations and connect the chains."""
+        """Check the treasury secret file, apply migrations and connect the chains."""
         from orderdesk.db.migrate import upgrade
         from orderdesk.payments.chains import ChainRegistry
+        from orderdesk.payments.treasury import check_treasury_secret
 
+        check_treasury_secret(self.settings)
         if migrate:
             upgrade(self.engine)
         if self.chains is None:
@@ -90,24 +92,39 @@ class _PostgresListener:
     """LISTEN on the jobs channel so workers in other processes wake at once."""
 
     def __init__(self, runtime: Runtime) -> None:
+        url = runtime.engine.url.set(drivername="postgresql")
+        self.url = url.render_as_string(hide_password=False)
+        self.wake = runtime.wake
+        self.connection = self._listen()
+
+    def _listen(self) -> Any:
         import psycopg
 
-        url = runtime.engine.url.set(drivername="postgresql")
-        self.wake = runtime.wake
-        self.connection = psycopg.connect(
-            url.render_as_string(hide_password=False), autocommit=True
-        )
-        self.connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        connection = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+        connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        return connection
 
     def wait(self, timeout: float) -> None:
+        import psycopg
+
         if self.wake.is_set():
             self.wake.clear()
             return
-        # Wake on a notification or the poll timeout, whichever comes first.
-        ready, _, _ = select_module.select([self.connection.fileno()], [], [], timeout)
-        if ready:
-            for _ in self.connection.notifies(timeout=0, stop_after=100):
-                pass
+        try:
+            if self.connection.closed:
+                # Lost with a restart of the server: listen again, or poll meanwhile.
+                self.connection = self._listen()
+                log.info("job_listen_restored")
+            # Wake on a notification or the poll timeout, whichever comes first.
+            fileno = self.connection.fileno()
+            ready, _, _ = select_module.select([fileno], [], [], timeout)
+            if ready:
+                for _ in self.connection.notifies(timeout=0, stop_after=100):
+                    pass
+        except psycopg.Error as exc:
+            log.warning("job_listen_failed", error=repr(exc))
+            self.connection.close()
+            self.wake.wait(timeout)
         self.wake.clear()
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from orderdesk.db.base import utcnow
@@ -26,6 +27,10 @@ log = structlog.get_logger(__name__)
 # How long a claim lasts. A worker killed mid-job leaves it claimed this long.
 LEASE_SECONDS = 60
 MAX_BACKOFF_SECONDS = 3600
+# While the database is unreachable the worker tries again after this many seconds,
+# doubling up to the maximum.
+DATABASE_RETRY_SECONDS = 0.5
+DATABASE_RETRY_MAX_SECONDS = 10.0
 
 
 def backoff_seconds(attempt: int) -> float:
@@ -46,9 +51,24 @@ class Worker:
     def run_forever(self) -> None:
         log.info("worker_started", worker=self.name)
         listener = self.runtime.job_listener()
+        retry_seconds = DATABASE_RETRY_SECONDS
         try:
             while not self.stopping.is_set():
-                ran = self.run_once()
+                try:
+                    ran = self.run_once()
+                except DBAPIError as exc:
+                    # The database is down or restarting. A job cut off by it keeps
+                    # its lease and runs again once the lease expires.
+                    log.warning(
+                        "worker_database_unavailable",
+                        worker=self.name,
+                        error=str(exc.orig),
+                        retry_seconds=retry_seconds,
+                    )
+                    self.stopping.wait(retry_seconds)
+                    retry_seconds = min(2 * retry_seconds, DATABASE_RETRY_MAX_SECONDS)
+                    continue
+                retry_seconds = DATABASE_RETRY_SECONDS
                 if ran == 0:
                     listener.wait(self.runtime.settings.worker_poll_seconds)
         finally:
