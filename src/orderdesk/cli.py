@@ -51,13 +51,24 @@ def _runtime():  # type: ignore[no-untyped-def]
     settings = load_settings()
     configure_logging(settings)
     runtime = Runtime.build(settings)
-    runtime.start()
+    start_runtime(runtime)
     return runtime
 
 
 def fail(message: str) -> None:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code=1)
+
+
+def start_runtime(runtime: Any) -> None:
+    """Start the runtime, or exit with the message of a configuration error."""
+    from orderdesk.payments.chains import ChainConfigError
+    from orderdesk.payments.treasury import TreasurySecretError
+
+    try:
+        runtime.start()
+    except (TreasurySecretError, ChainConfigError) as exc:
+        fail(str(exc))
 
 
 @app.command()
@@ -87,7 +98,7 @@ def serve(
         settings.simulated_step_seconds = DEMO_STEP_SECONDS
     configure_logging(settings)
     runtime = Runtime.build(settings)
-    runtime.start()
+    start_runtime(runtime)
     if demo:
         from orderdesk.demo_seed import seed_demo
 

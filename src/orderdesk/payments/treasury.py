@@ -38,12 +38,29 @@ def load_master_secret(settings: Settings) -> bytes:
         if not path.exists():
             _create_secret_file(path)
     _check_permissions(path)
-    value = path.read_bytes().strip()
+    try:
+        value = path.read_bytes().strip()
+    except OSError as exc:
+        raise TreasurySecretError(
+            f"The treasury secret file {path} cannot be read: {exc.strerror}. Run "
+            "the service as the file's owner."
+        ) from exc
     if len(value) < 32:
         raise TreasurySecretError(
             f"The treasury secret in {path} is shorter than 32 bytes."
         )
     return value
+
+
+def check_treasury_secret(settings: Settings) -> None:
+    """Read a configured treasury secret file once, so that a process refuses to start
+    when the file is missing, too short, or open to other users.
+
+    Raises TreasurySecretError. A secret set in the environment needs no check, and
+    an unset one fails later, when a project or payout first needs it.
+    """
+    if not settings.treasury_secret and settings.treasury_secret_file is not None:
+        load_master_secret(settings)
 
 
 def _create_secret_file(path: Path) -> None:
@@ -54,11 +71,18 @@ def _create_secret_file(path: Path) -> None:
 
 
 def _check_permissions(path: Path) -> None:
-    mode = path.stat().st_mode
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise TreasurySecretError(
+            f"The treasury secret file {path} cannot be read: {exc.strerror}. Set "
+            "ORDERDESK_TREASURY_SECRET_FILE to an existing file."
+        ) from exc
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise TreasurySecretError(
-            f"The treasury secret file {path} is readable by other users; "
-            f"run: chmod 600 {path}"
+            f"The treasury secret file {path} has mode {stat.S_IMODE(mode):04o}, so "
+            "users other than its owner can open it. Make it readable only by the "
+            f"service's user: chmod 600 {path}"
         )
 
 
