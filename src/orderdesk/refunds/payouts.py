@@ -89,6 +89,7 @@ from orderdesk.refunds.statuses import (
     RefundStatus,
     TransactionState,
 )
+from orderdesk.shipping.rollup import lock_order
 from orderdesk.webhooks import events as webhook_events
 
 if TYPE_CHECKING:
@@ -354,7 +355,7 @@ def _store_signed(
     Returns the refund's live transaction, which is another process's when one was
     stored meanwhile, or None when the refund no longer needs a payout.
     """
-    refund = services.lock_refund(session, target.refund_id)
+    refund = _lock_order_and_refund(session, target.refund_id)
     if refund is None or refund.status != RefundStatus.ACCEPTED:
         return None
     existing = _live_of(session, refund.id)
@@ -409,6 +410,21 @@ def _store_signed(
         nonce=nonce,
     )
     return _live_of(session, refund.id)
+
+
+def _lock_order_and_refund(session: Session, refund_id: str) -> Refund | None:
+    """Lock the refund's order, then the refund, and return the refund.
+
+    Every writer takes the order first. Recording a refund event inserts an
+    OrderEvent, whose foreign key check locks the order row, so locking the refund
+    alone and then recording would deadlock with a request that holds the order and
+    waits for the refund.
+    """
+    order_id = session.scalar(select(Refund.order_id).where(Refund.id == refund_id))
+    if order_id is None:
+        return None
+    lock_order(session, order_id)
+    return services.lock_refund(session, refund_id)
 
 
 def allocate_nonce(
@@ -607,7 +623,7 @@ def _mark_sent(
 
 def _bury(session: Session, target: _Target, live: _Live, reason: str) -> None:
     """Mark the stored transaction dead (committed), so the next run signs anew."""
-    refund = services.lock_refund(session, target.refund_id)
+    refund = _lock_order_and_refund(session, target.refund_id)
     payout = session.get_one(Payout, live.payout_id, populate_existing=True)
     now = utcnow()
     payout.status = TransactionState.DEAD
@@ -641,7 +657,7 @@ def _record_mismatch(session: Session, target: _Target, live: _Live) -> None:
         f"{target.recipient}. Nothing more is sent; check the transaction and the "
         "token contract."
     )
-    refund = services.lock_refund(session, target.refund_id)
+    refund = _lock_order_and_refund(session, target.refund_id)
     if refund is not None:
         refund.payout_status = PayoutStatus.FAILED_TRANSFER_MISMATCH
         refund.payout_message = message
@@ -735,7 +751,7 @@ def _retry_unfunded(
     session: Session, settings: Settings, refund_id: str, problem: _NotFunded
 ) -> NoReturn:
     """Show the problem on the refund, log it and raise RetryLater with backoff."""
-    refund = services.lock_refund(session, refund_id)
+    refund = _lock_order_and_refund(session, refund_id)
     retries = 1
     if refund is not None and refund.status == RefundStatus.ACCEPTED:
         if refund.payout_status != problem.status:

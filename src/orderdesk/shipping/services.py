@@ -265,6 +265,7 @@ def record_tracking_event(
     order = lock_order(session, package.order_id)
     package = _lock_package(session, package.id)
     previous_status = package.status
+    previous_status_at = package.status_at
     stored = next((event for event in package.events if event.dedupe_key == key), None)
     if stored is not None:
         log.info("tracking_event_duplicate", package_id=package.id, event_id=stored.id)
@@ -312,7 +313,10 @@ def record_tracking_event(
         to_status=package.status,
     )
     notify.tracking_updated(session, order, package)
-    if changed and package.kind == PackageKind.OUTBOUND:
+    # An earlier delivery that arrives late keeps the status but moves its time,
+    # which the line items' delivered_at (the start of the return window) follows.
+    moved = changed or package.status_at != previous_status_at
+    if moved and package.kind == PackageKind.OUTBOUND:
         roll_up_delivery(session, order, actor)
     if (
         changed
