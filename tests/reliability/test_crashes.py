@@ -111,7 +111,9 @@ WATCHED_JOB = {
 MAX_KILL_DELAY_MS = {"payment": 150, "label": 500, "payout": 700}
 # Each stand-in EasyPost request takes this long, so a kill can land inside one.
 EASYPOST_DELAY_SECONDS = 0.03
-RUN_TIMEOUT_SECONDS = 120
+# Longer than a label claim (LABEL_CLAIM_SECONDS), so that a claim the test could not
+# end still runs out and its job finishes within the run.
+RUN_TIMEOUT_SECONDS = 200
 WORKERS = 3
 
 
@@ -485,8 +487,10 @@ def test_killed_workers_finish_every_job(
         victim = workers.pop(holder[0] or rng.choice(sorted(workers)))
         kill(victim)
         run.jobs_at_kill = held_jobs(runtime, victim.pid)
-        # Let the SMTP server finish a message that was in flight at the kill.
-        time.sleep(0.2)
+        # Let the SMTP server finish a message that was in flight at the kill. The
+        # wait also lets PostgreSQL apply a COMMIT that the worker sent just before it
+        # died, which would otherwise land after the claims below are ended.
+        time.sleep(1.0)
         run.mail_before = mail_counts(smtp)
         run.mail_held = held_mail_ids(runtime, victim.pid)
         # Claims first: a worker that found the label job free but still claimed
