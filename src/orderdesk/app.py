@@ -84,7 +84,7 @@ def create_app(
         RequestTimeoutMiddleware, seconds=settings.request_timeout_seconds
     )
     # Inside the request context (request id, access log, metrics) and outside the
-    # timeout, which costs a task per request: the reads it answers never wait.
+    # timeout, which costs a task per request. The reads it serves never wait.
     app.add_middleware(LeanReadMiddleware, fastapi_app=app)
     app.add_middleware(
         RequestContextMiddleware, metrics=metrics, access_log=settings.access_log

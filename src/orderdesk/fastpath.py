@@ -180,7 +180,7 @@ class LeanReadMiddleware:
         self, scope: Scope, receive: Receive, send: Send, kind: str
     ) -> None:
         await self.app(scope, receive, send)
-        # The router stored the route it matched in the scope. Requests answered
+        # The router stored the route it matched in the scope. Requests served
         # here set that same route, so the metrics label them alike.
         route = scope.get("route")
         if route is not None and getattr(route, "path", None) == ROUTE_TEMPLATES[kind]:

@@ -2,8 +2,8 @@
 
 The worker finishes the delivery it is sending and hands the rest of its batch back to
 the queue. `serve` completes the requests in flight before it exits, and its in-process
-worker finishes its job too. The slow step is a webhook receiver that holds the request
-open until the test lets it answer.
+worker finishes its job too. The slow step is a webhook receiver that keeps the request
+open until the test releases it.
 """
 
 from __future__ import annotations

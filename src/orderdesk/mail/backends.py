@@ -133,8 +133,8 @@ def _starttls_option(query: str, scheme: str, *, has_credentials: bool) -> Start
 
 
 # How long an idle SMTP connection is kept for the next message of the same thread.
-# Servers close idle clients after a few minutes (RFC 5321 asks them to wait at
-# least 5 minutes), so this stays well below that.
+# Servers close idle clients after a few minutes (RFC 5321 recommends a server
+# timeout of at least 5 minutes), so this stays well below that.
 SMTP_IDLE_SECONDS = 30.0
 
 
