@@ -20,6 +20,9 @@ from orderdesk.errors import Forbidden, Unauthorized
 from orderdesk.http import get_session, request_session
 
 DbSession = Annotated[Session, Depends(get_session)]
+# Set in the ASGI scope by a lean path that counted the request against the rate
+# limit before it handed the request to the router, which then does not count it.
+RATE_COUNTED = "orderdesk.rate_counted"
 
 
 def request_kind(request: Request) -> str:
@@ -35,7 +38,7 @@ def get_principal(request: Request) -> Principal:
             request.app.state.settings,
             api_key.strip(),
         )
-        request.app.state.rate_limiter.hit(principal.project_id, request_kind(request))
+        count_request(request, principal.project_id)
         return principal
     secret = request.headers.get("authorization")
     if secret:
@@ -46,6 +49,13 @@ def get_principal(request: Request) -> Principal:
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def count_request(request: Request, project_id: str) -> None:
+    """Count the request against the project's rate limit, once; raise 429 over it."""
+    if request.scope.get(RATE_COUNTED):
+        return
+    request.app.state.rate_limiter.hit(project_id, request_kind(request))
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session, lazyload
 
-from orderdesk.auth.dependencies import request_kind, require_key_scope
+from orderdesk.auth.dependencies import count_request, require_key_scope
 from orderdesk.auth.scopes import CLIENT_SECRET_SCOPES
 from orderdesk.auth.services import KeyPrincipal, Principal, SecretPrincipal
 from orderdesk.errors import Forbidden, NotFound, Unauthorized
@@ -67,7 +67,7 @@ def load_order(
     if order is None or not _secret_matches(principal, order):
         raise invalid_client_secret()
     if request is not None:
-        request.app.state.rate_limiter.hit(order.project_id, request_kind(request))
+        count_request(request, order.project_id)
     return order
 
 

@@ -70,10 +70,23 @@ def check_line_item_index(order: Order, index: int) -> LineItem:
 
 def line_item_total(item: LineItem) -> Decimal:
     """Return the line item's total paid: unit price x quantity, tax and shipping."""
-    if item.total is not None:
-        return item.total
-    goods = (item.unit_price or Decimal("0")) * item.quantity
-    return goods + (item.sales_tax or Decimal("0")) + (item.shipping or Decimal("0"))
+    return paid_total(
+        item.total, item.unit_price, item.quantity, item.sales_tax, item.shipping
+    )
+
+
+def paid_total(
+    total: Decimal | None,
+    unit_price: Decimal | None,
+    quantity: int,
+    sales_tax: Decimal | None,
+    shipping: Decimal | None,
+) -> Decimal:
+    """Return a line item's total paid from its price columns."""
+    if total is not None:
+        return total
+    goods = (unit_price or Decimal("0")) * quantity
+    return goods + (sales_tax or Decimal("0")) + (shipping or Decimal("0"))
 
 
 def find_active_refund(

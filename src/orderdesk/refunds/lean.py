@@ -1,0 +1,824 @@
+"""A lean path for refund requests, in front of the FastAPI router.
+
+`POST /api/unstable/orders/{orderId}/refunds` is served here, without the router,
+when it is the common case: an API key that the key cache holds (or a client
+secret), no Idempotency-Key header, a JSON body that `RefundRequestIn` accepts, and
+an order where the request succeeds: paid, the line item shipped, no active request
+for it, the return window open, and an amount the review policy does not accept at
+once. The checks and writes are the ones the route makes through the ORM
+(`refunds.services.create_refund_request`), as plain SQL statements in one
+transaction on a connection of this path's own: the refund, its history event,
+one webhook delivery and job per subscribed endpoint, and the order's revision.
+On SQLite they run on the event loop, since none of them waits: the write lock is
+taken only when it is free. On PostgreSQL they run in the thread pool, on one of
+POSTGRES_WRITERS connections, so that round trips and commits overlap.
+
+Everything else goes to the router with its body replayed, before anything is
+written: other paths, a key the cache does not hold, any request the router would
+reject (so every error body comes from the route), an Idempotency-Key, a database
+that stays busy for BUSY_WAIT_SECONDS, a request for the same line item that
+committed first, and any database error. The route then decides the request from
+the start.
+
+The rate limit is counted only when this path serves the request, just before it
+writes, and the request is marked as counted so that the router does not count it
+again if the write then fails over to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import anyio
+import structlog
+from fastapi import FastAPI
+from pydantic import ValidationError
+from sqlalchemy.engine import Engine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from orderdesk.auth.dependencies import RATE_COUNTED
+from orderdesk.auth.services import (
+    KeyPrincipal,
+    SecretPrincipal,
+    authenticate_key,
+    find_key,
+    hash_secret,
+)
+from orderdesk.db.base import utcnow
+from orderdesk.db.engine import SQLITE_BUSY_TIMEOUT_MS
+from orderdesk.errors import OrderDeskError
+from orderdesk.fastpath import _KeyNotCached, _no_key_lookup
+from orderdesk.http import error_response, json_response
+from orderdesk.jobs.models import Job
+from orderdesk.jobs.services import NOTIFY_CHANNEL
+from orderdesk.orders.access import is_uuid
+from orderdesk.orders.models import LineItem, OrderEvent
+from orderdesk.orders.statuses import PaymentState
+from orderdesk.payments.amounts import format_amount
+from orderdesk.refunds.models import ACTIVE_STATUSES, Refund
+from orderdesk.refunds.schemas import RefundRequestIn, refund_body
+from orderdesk.refunds.services import paid_total
+from orderdesk.refunds.statuses import RefundEvent, RefundOrigin, RefundStatus
+from orderdesk.shipping.models import Package
+from orderdesk.shipping.statuses import PackageKind
+from orderdesk.timefmt import iso
+from orderdesk.webhooks import events as webhook_events
+from orderdesk.webhooks.delivery import JOB_KIND, JOB_MAX_ATTEMPTS
+from orderdesk.webhooks.events import subscribes_to
+from orderdesk.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
+from orderdesk.webhooks.services import encode_payload
+
+log = structlog.get_logger(__name__)
+
+UPDATE_SCOPE = "orders.update"
+ROUTE_TEMPLATE = "/api/unstable/orders/{orderId}/refunds"
+_PREFIX = "/api/unstable/orders/"
+# A refund request body is two short fields; anything longer goes to the router,
+# which applies the full body limit.
+MAX_LEAN_BODY_BYTES = 16 * 1024
+_JSON_TYPES = frozenset(
+    {
+        b"application/json",
+        b"application/json; charset=utf-8",
+        b"application/json;charset=utf-8",
+    }
+)
+# PostgreSQL connections of this path, each used by one thread-pool call at a time.
+POSTGRES_WRITERS = 8
+# How long a request waits, in short sleeps, for the write lock (SQLite) or this
+# path's connection before it goes to the router: as long as the router's own
+# writers wait for the lock. Sending it on sooner would only queue one more
+# writer for the same lock.
+BUSY_WAIT_SECONDS = SQLITE_BUSY_TIMEOUT_MS / 1000
+POSTGRES_STATEMENT_TIMEOUT = "5s"
+
+
+# The statements of this path, with "?" for each parameter.
+_STATEMENTS = {
+    "order": "SELECT project_id, client_secret_hash, payment_state, currency "
+    "FROM orders WHERE id = ?",
+    "item": 'SELECT "index", quantity, unit_price, sales_tax, shipping, total, '
+    'delivered_at FROM order_line_items WHERE order_id = ? ORDER BY "index" '
+    "LIMIT 1 OFFSET ?",
+    "packages": "SELECT line_items FROM packages WHERE order_id = ? AND kind = ?",
+    "active": "SELECT 1 FROM refunds WHERE order_id = ? AND line_item = ? "
+    "AND status IN (?, ?, ?) LIMIT 1",
+    "endpoints": "SELECT id, events FROM webhook_endpoints WHERE project_id = ? "
+    "ORDER BY created_at, id",
+    "revision": "INSERT INTO order_revisions (order_id, revision) VALUES (?, 1) "
+    "ON CONFLICT (order_id) DO UPDATE SET revision = order_revisions.revision + 1",
+    "notify": "SELECT pg_notify(?, ?)",
+}
+
+
+class Busy(Exception):
+    """The connection is in use or the database is locked: the router takes over."""
+
+
+@dataclass
+class Draft:
+    """A checked request inside its open transaction, waiting to be written."""
+
+    order_id: str
+    project_id: str
+    currency: str
+    line_item: int
+    reason: str
+    amount: Decimal
+    endpoints: list[str]
+
+
+class _Insert:
+    """One INSERT statement of a table in the driver's own parameter style, with
+    each value converted by the column's SQLAlchemy type, as the ORM stores it.
+
+    `columns` are the values the caller gives. Every other column gets its scalar
+    default, or NULL, as an ORM insert would; a column whose default is computed
+    must be given. Integer primary keys are left to the database.
+    """
+
+    def __init__(self, table: Any, engine: Engine, columns: Sequence[str]) -> None:
+        dialect = engine.dialect
+        marker = "?" if dialect.name == "sqlite" else "%s"
+        self.given = frozenset(columns)
+        self.defaults: dict[str, Any] = {}
+        for column in table.columns:
+            if column.name in self.given:
+                continue
+            if column.primary_key and column.autoincrement in (True, "auto"):
+                continue
+            default = column.default
+            if default is not None and not default.is_scalar:
+                raise ValueError(f"{table.name}.{column.name} must be given")
+            self.defaults[column.name] = None if default is None else default.arg
+        self.columns = (*columns, *self.defaults)
+        self.processors: list[Callable[[Any], Any] | None] = [
+            table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in self.columns
+        ]
+        names = ", ".join(f'"{name}"' for name in self.columns)
+        markers = ", ".join(marker for _ in self.columns)
+        # Only column names of our own tables and placeholders are interpolated.
+        self.sql = f"INSERT INTO {table.name} ({names}) VALUES ({markers})"  # noqa: S608
+
+    def parameters(self, values: dict[str, Any]) -> tuple[Any, ...]:
+        values = {**self.defaults, **values}
+        return tuple(
+            values[name] if processor is None else processor(values[name])
+            for name, processor in zip(self.columns, self.processors, strict=True)
+        )
+
+
+def _result(table: Any, column: str, engine: Engine) -> Callable[[Any], Any]:
+    column_type = table.c[column].type.dialect_impl(engine.dialect)
+    processor = column_type.result_processor(engine.dialect, None)
+    return processor or (lambda value: value)
+
+
+class RefundWriter:
+    """Runs the lean path's transaction on one DBAPI connection of the engine.
+
+    Used by one caller at a time (see RefundWriters). `check` opens the transaction
+    and either returns a Draft, leaving the transaction open, or returns None after
+    rolling it back. `write` then commits the draft, and `abandon` rolls it back.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self._connection: Any = None
+        self._open_lock = threading.Lock()
+        self._sql = {
+            name: statement if self.is_sqlite else statement.replace("?", "%s")
+            for name, statement in _STATEMENTS.items()
+        }
+        if not self.is_sqlite:
+            self._sql["endpoints"] += " FOR KEY SHARE"
+        items = LineItem.__table__
+        self._decimal = _result(items, "unit_price", engine)
+        self._datetime = _result(items, "delivered_at", engine)
+        self._json = _result(Package.__table__, "line_items", engine)
+        self._events_json = _result(WebhookEndpoint.__table__, "events", engine)
+        self._refund = _Insert(
+            Refund.__table__,
+            engine,
+            (
+                "id", "order_id", "line_item", "reason", "status", "amount",
+                "currency", "origin", "created_at", "updated_at",
+            ),
+        )  # fmt: skip
+        self._event = _Insert(
+            OrderEvent.__table__,
+            engine,
+            (
+                "order_id",
+                "kind",
+                "subject_id",
+                "to_state",
+                "actor",
+                "data",
+                "created_at",
+            ),
+        )
+        self._delivery = _Insert(
+            WebhookDelivery.__table__,
+            engine,
+            (
+                "delivery_id", "endpoint_id", "project_id", "message_id",
+                "event_type", "order_id", "body", "status", "resend_count",
+                "attempt_count", "next_attempt_at", "created_at", "updated_at",
+            ),
+        )  # fmt: skip
+        self._job = _Insert(
+            Job.__table__,
+            engine,
+            (
+                "kind", "payload", "status", "attempts", "max_attempts", "run_at",
+                "dedupe_key", "created_at", "updated_at",
+            ),
+        )  # fmt: skip
+
+    @property
+    def is_open(self) -> bool:
+        return self._connection is not None
+
+    def open(self) -> None:
+        """Check a connection out of the engine's pool. It may wait for the pool,
+        so call it off the event loop."""
+        with self._open_lock:
+            if self._connection is not None:
+                return
+            connection = self.engine.raw_connection()
+            cursor = connection.cursor()
+            if self.is_sqlite:
+                # Never wait for another process's write lock on the event loop.
+                cursor.execute("PRAGMA busy_timeout=0")
+            else:
+                cursor.execute(
+                    f"SET statement_timeout = '{POSTGRES_STATEMENT_TIMEOUT}'"
+                )
+                connection.commit()
+            cursor.close()
+            self._connection = connection
+
+    def close(self) -> None:
+        with self._open_lock:
+            connection, self._connection = self._connection, None
+        if connection is not None:
+            # The pool hands this connection to others: no setting of ours stays.
+            connection.invalidate()
+
+    def check(
+        self,
+        order_id: str,
+        line_item: int,
+        reason: str,
+        principal: KeyPrincipal | SecretPrincipal,
+        *,
+        return_window: timedelta,
+        auto_accept_below: Decimal | None,
+        now: datetime,
+    ) -> Draft | None:
+        """Begin the transaction and check that the request succeeds.
+
+        Returns the draft with the transaction open, or None with it rolled back
+        when the router must decide the request. Raises Busy when the database or
+        the connection is busy, and the driver's error when a query fails.
+        """
+        if self._connection is None:
+            raise Busy
+        try:
+            self._begin()
+            draft = self._check(
+                order_id, line_item, principal, return_window, auto_accept_below, now
+            )
+            if draft is not None:
+                draft.reason = reason
+        except BaseException:
+            self._end(commit=False)
+            raise
+        if draft is None:
+            self._end(commit=False)
+        return draft
+
+    def write(
+        self, draft: Draft, *, actor: str, now: datetime
+    ) -> tuple[dict[str, Any], bool]:
+        """Write the draft's rows and commit. Returns the refund as the API shows
+        it, and whether a job was queued."""
+        try:
+            reply, queued = self._write(draft, actor, now)
+        except BaseException:
+            self._end(commit=False)
+            raise
+        self._end(commit=True)
+        return reply, queued
+
+    def abandon(self) -> None:
+        self._end(commit=False)
+
+    def _begin(self) -> None:
+        connection = self._connection
+        if not self.is_sqlite:
+            return  # psycopg opens the transaction at the first statement
+        dbapi = connection.driver_connection
+        lock = dbapi.writer_lock
+        if lock is not None:
+            if not lock.acquire(blocking=False):
+                raise Busy
+            dbapi.holds_writer_lock = True
+        try:
+            dbapi.execute("BEGIN IMMEDIATE")
+        except Exception as exc:
+            dbapi.give_writer_lock_back()
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise Busy from exc
+            raise
+
+    def _end(self, *, commit: bool) -> None:
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            if commit:
+                connection.commit()
+            else:
+                connection.rollback()
+        except Exception:
+            self._discard()
+            raise
+
+    def _discard(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.invalidate()
+            except Exception:  # noqa: BLE001, S110 - the connection is broken already
+                pass
+
+    def _check(
+        self,
+        order_id: str,
+        line_item: int,
+        principal: KeyPrincipal | SecretPrincipal,
+        return_window: timedelta,
+        auto_accept_below: Decimal | None,
+        now: datetime,
+    ) -> Draft | None:
+        cursor = self._connection.cursor()
+        cursor.execute(self._sql["order"], (order_id,))
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        project_id, secret_hash, payment_state, currency = row
+        if isinstance(principal, KeyPrincipal):
+            if project_id != principal.project_id:
+                return None
+        elif not hmac.compare_digest(principal.secret_hash, secret_hash):
+            return None
+        if payment_state != PaymentState.COMPLETED:
+            return None
+        cursor.execute(self._sql["item"], (order_id, line_item))
+        item_row = cursor.fetchone()
+        if item_row is None or item_row[0] != line_item:
+            return None
+        cursor.execute(self._sql["packages"], (order_id, str(PackageKind.OUTBOUND)))
+        if not any(line_item in self._json(value) for (value,) in cursor.fetchall()):
+            return None
+        cursor.execute(self._sql["active"], (order_id, line_item, *ACTIVE_STATUSES))
+        if cursor.fetchone() is not None:
+            return None
+        delivered_at = self._datetime(item_row[6])
+        if delivered_at is not None and now > delivered_at + return_window:
+            return None
+        decimal = self._decimal
+        amount = paid_total(
+            decimal(item_row[5]),
+            decimal(item_row[2]),
+            item_row[1],
+            decimal(item_row[3]),
+            decimal(item_row[4]),
+        )
+        if auto_accept_below is not None and amount < auto_accept_below:
+            return None
+        cursor.execute(self._sql["endpoints"], (project_id,))
+        event_type = webhook_events.ORDERS_REFUND_INITIATED
+        endpoints = [
+            endpoint_id
+            for endpoint_id, events in cursor.fetchall()
+            if subscribes_to(self._events_json(events), event_type)
+        ]
+        cursor.close()
+        return Draft(order_id, project_id, currency, line_item, "", amount, endpoints)
+
+    def _write(
+        self, draft: Draft, actor: str, now: datetime
+    ) -> tuple[dict[str, Any], bool]:
+        cursor = self._connection.cursor()
+        refund_id = str(uuid.uuid4())
+        status = str(RefundStatus.INITIATED)
+        refund = Refund(
+            id=refund_id,
+            order_id=draft.order_id,
+            line_item=draft.line_item,
+            reason=draft.reason,
+            status=status,
+            amount=draft.amount,
+            currency=draft.currency,
+            origin=str(RefundOrigin.BUYER),
+            created_at=now,
+            updated_at=now,
+        )
+        cursor.execute(
+            self._refund.sql,
+            self._refund.parameters(
+                {name: getattr(refund, name) for name in self._refund.given}
+            ),
+        )
+        event_at = utcnow()
+        cursor.execute(
+            self._event.sql,
+            self._event.parameters(
+                {
+                    "order_id": draft.order_id,
+                    "kind": str(RefundEvent.REQUESTED),
+                    "subject_id": refund_id,
+                    "to_state": status,
+                    "actor": actor,
+                    "data": {
+                        "lineItem": draft.line_item,
+                        "amount": format_amount(draft.amount),
+                    },
+                    "created_at": event_at,
+                }
+            ),
+        )
+        history = [{"status": status, "at": iso(event_at), "actor": actor}]
+        reply = refund_body(refund, history)
+        queued = self._emit(cursor, draft, reply)
+        cursor.execute(self._sql["revision"], (draft.order_id,))
+        cursor.close()
+        return reply, queued
+
+    def _emit(self, cursor: Any, draft: Draft, data: dict[str, Any]) -> bool:
+        """Queue the refund-initiated webhook for each subscribed endpoint, as
+        `webhooks.services.emit_event` does."""
+        if not draft.endpoints:
+            return False
+        now = utcnow()
+        event_type = webhook_events.ORDERS_REFUND_INITIATED
+        body = encode_payload(event_type, now, data)
+        message_id = "msg_" + uuid.uuid4().hex
+        for endpoint_id in draft.endpoints:
+            delivery_id = str(uuid.uuid4())
+            cursor.execute(
+                self._delivery.sql,
+                self._delivery.parameters(
+                    {
+                        "delivery_id": delivery_id,
+                        "endpoint_id": endpoint_id,
+                        "project_id": draft.project_id,
+                        "message_id": message_id,
+                        "event_type": event_type,
+                        "order_id": draft.order_id,
+                        "body": body,
+                        "status": DeliveryStatus.PENDING,
+                        "resend_count": 0,
+                        "attempt_count": 0,
+                        "next_attempt_at": now,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                ),
+            )
+            cursor.execute(
+                self._job.sql,
+                self._job.parameters(
+                    {
+                        "kind": JOB_KIND,
+                        "payload": {"delivery": delivery_id, "resend": 0, "attempt": 1},
+                        "status": "queued",
+                        "attempts": 0,
+                        "max_attempts": JOB_MAX_ATTEMPTS,
+                        "run_at": now,
+                        "dedupe_key": f"{JOB_KIND}:{delivery_id}:0:1",
+                        "created_at": utcnow(),
+                        "updated_at": utcnow(),
+                    }
+                ),
+            )
+        if not self.is_sqlite:
+            cursor.execute(self._sql["notify"], (NOTIFY_CHANNEL, JOB_KIND))
+        log.info(
+            "webhook_event_emitted",
+            event_type=event_type,
+            message_id=message_id,
+            order_id=draft.order_id,
+            endpoints=len(draft.endpoints),
+        )
+        return True
+
+
+def match_refund_request(scope: Scope) -> str | None:
+    """Return the order id when the request is a refund request this path takes."""
+    if (
+        scope["type"] != "http"
+        or scope["method"] != "POST"
+        or scope.get("root_path")
+        or scope.get("query_string")
+    ):
+        return None
+    path: str = scope["path"]
+    if not path.startswith(_PREFIX):
+        return None
+    order_id, _, rest = path[len(_PREFIX) :].partition("/")
+    if rest != "refunds" or not is_uuid(order_id):
+        return None
+    return order_id
+
+
+class LeanRefundMiddleware:
+    """Serve refund requests with plain SQL, or pass them to the router."""
+
+    def __init__(self, app: ASGIApp, fastapi_app: FastAPI) -> None:
+        self.app = app
+        self.fastapi_app = fastapi_app
+        self._route: Any = None
+        self._key_lookups: dict[str, asyncio.Future[Any]] = {}
+        self.served = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        order_id = match_refund_request(scope)
+        if order_id is None:
+            await self.app(scope, receive, send)
+            return
+        await self._serve(scope, receive, send, order_id)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, order_id: str
+    ) -> None:
+        state = self.fastapi_app.state
+        principal = await self._authenticate(scope)
+        if principal is None or self._route is None:
+            await self._pass_through(scope, receive, send)
+            return
+        raw, receive = await _read_body(receive)
+        if raw is None:
+            await self._pass_through(scope, receive, send)
+            return
+        try:
+            body = RefundRequestIn.model_validate_json(raw)
+        except ValidationError:
+            await self._pass_through(scope, receive, send)
+            return
+        request = _Request(order_id, body.line_item, body.reason, principal)
+        outcome = await self._decide(state, state.refund_writers, request)
+        if outcome.counted:
+            scope[RATE_COUNTED] = True
+        if outcome.error is not None:
+            await error_response(outcome.error)(scope, receive, send)
+            return
+        if outcome.reply is None:
+            await self._pass_through(scope, receive, send)
+            return
+        if outcome.queued:
+            # A worker in this process starts on the delivery at once.
+            state.runtime.wake.set()
+        self.served += 1
+        log.info(
+            "refund_requested",
+            order_id=order_id,
+            refund_id=outcome.reply["refundId"],
+            line_item=body.line_item,
+        )
+        scope["route"] = self._route
+        await json_response(outcome.reply, status_code=201)(scope, receive, send)
+
+    async def _decide(
+        self, state: Any, writers: RefundWriters, request: _Request
+    ) -> _Outcome:
+        """Run the request on a writer: on the event loop for SQLite, whose
+        statements never wait (the write lock is taken only when free), and in
+        the thread pool for PostgreSQL, whose round trips and commits would hold
+        up the loop and overlap across connections there. A busy database is
+        waited for in short sleeps, for up to BUSY_WAIT_SECONDS."""
+        settings = state.settings
+        in_thread = not writers.is_sqlite or bool(
+            settings.redis_url and settings.rate_limit_writes_per_minute > 0
+        )
+        deadline = time.monotonic() + BUSY_WAIT_SECONDS
+        pause = 0.0005
+        while True:
+            writer = await writers.take()
+            try:
+                if not writer.is_open:
+                    # Checking a connection out of the pool may wait for it.
+                    try:
+                        await anyio.to_thread.run_sync(writer.open)
+                    except Exception as exc:
+                        log.warning("lean_refund_open_failed", error=repr(exc))
+                        return _Outcome()
+                if in_thread:
+                    outcome = await anyio.to_thread.run_sync(
+                        _run, state, writer, request
+                    )
+                else:
+                    outcome = _run(state, writer, request)
+            finally:
+                writers.give_back(writer)
+            if not outcome.busy or time.monotonic() + pause > deadline:
+                return outcome
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.01)
+
+    async def _pass_through(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+        # Requests served here carry the route the router matched, so that logs
+        # and metrics label them alike.
+        route = scope.get("route")
+        if self._route is None and getattr(route, "path", None) == ROUTE_TEMPLATE:
+            self._route = route
+
+    async def _authenticate(
+        self, scope: Scope
+    ) -> KeyPrincipal | SecretPrincipal | None:
+        """Return the principal, looking an API key up first when the key cache
+        does not hold it (one lookup per key, however many requests wait)."""
+        try:
+            return self._principal(scope)
+        except _KeyNotCached as missing:
+            value = missing.value
+        pending = self._key_lookups.get(value)
+        if pending is None:
+            pending = asyncio.ensure_future(
+                anyio.to_thread.run_sync(
+                    find_key, self.fastapi_app.state.session_factory, value
+                )
+            )
+            self._key_lookups[value] = pending
+            pending.add_done_callback(lambda _: self._key_lookups.pop(value, None))
+        try:
+            await asyncio.shield(pending)
+            return self._principal(scope)
+        except Exception:  # noqa: BLE001 - the router reports the failure
+            return None
+
+    def _principal(self, scope: Scope) -> KeyPrincipal | SecretPrincipal | None:
+        """Authenticate as `get_principal` does, from the key cache only.
+
+        Returns None when the router must decide: no credentials, a refused key,
+        or a key without the update scope. Raises _KeyNotCached for a key the
+        cache does not hold.
+        """
+        api_key = secret = None
+        for name, value in scope["headers"]:
+            if name == b"x-api-key" and api_key is None:
+                api_key = value.decode("latin-1")
+            elif name == b"authorization" and secret is None:
+                secret = value.decode("latin-1")
+            elif name == b"content-type" and value.lower() not in _JSON_TYPES:
+                return None
+            elif name == b"idempotency-key":
+                return None
+        if not any(name == b"content-type" for name, _ in scope["headers"]):
+            return None
+        if api_key:
+            try:
+                principal = authenticate_key(
+                    _no_key_lookup,  # type: ignore[arg-type]
+                    self.fastapi_app.state.settings,
+                    api_key.strip(),
+                )
+            except _KeyNotCached:
+                raise _KeyNotCached(api_key.strip()) from None
+            except OrderDeskError:
+                return None
+            return principal if UPDATE_SCOPE in principal.scopes else None
+        if secret:
+            return SecretPrincipal(hash_secret(secret.strip()))
+        return None
+
+
+@dataclass(frozen=True)
+class _Request:
+    order_id: str
+    line_item: int
+    reason: str
+    principal: KeyPrincipal | SecretPrincipal
+
+
+@dataclass
+class _Outcome:
+    """What became of a request: a reply, an error to send, or nothing, which
+    sends it to the router. `counted` says the rate limit counted it."""
+
+    reply: dict[str, Any] | None = None
+    queued: bool = False
+    error: OrderDeskError | None = None
+    counted: bool = False
+    busy: bool = False
+
+
+def _run(state: Any, writer: RefundWriter, request: _Request) -> _Outcome:
+    """Check, count and write one request on `writer`, synchronously."""
+    settings = state.settings
+    now = utcnow()
+    try:
+        draft = writer.check(
+            request.order_id,
+            request.line_item,
+            request.reason,
+            request.principal,
+            return_window=timedelta(days=settings.return_window_days),
+            auto_accept_below=settings.refund_auto_accept_below,
+            now=now,
+        )
+    except Busy:
+        return _Outcome(busy=True)
+    except Exception as exc:
+        log.warning(
+            "lean_refund_check_failed", order_id=request.order_id, error=repr(exc)
+        )
+        return _Outcome()
+    if draft is None:
+        return _Outcome()
+    try:
+        state.rate_limiter.hit(draft.project_id, "write")
+    except OrderDeskError as exc:
+        writer.abandon()
+        return _Outcome(error=exc, counted=True)
+    except BaseException:
+        writer.abandon()
+        raise
+    try:
+        reply, queued = writer.write(draft, actor=request.principal.actor, now=now)
+    except Exception as exc:
+        log.warning(
+            "lean_refund_write_failed", order_id=request.order_id, error=repr(exc)
+        )
+        return _Outcome(counted=True)
+    return _Outcome(reply=reply, queued=queued, counted=True)
+
+
+class RefundWriters:
+    """The writers of one app: one for SQLite, which has one writer at a time
+    anyway, and POSTGRES_WRITERS for PostgreSQL, each with its own connection."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        count = 1 if self.is_sqlite else POSTGRES_WRITERS
+        self.all = [RefundWriter(engine) for _ in range(count)]
+        self._idle: asyncio.Queue[RefundWriter] | None = None
+
+    async def take(self) -> RefundWriter:
+        if self._idle is None:
+            self._idle = asyncio.Queue()
+            for writer in self.all:
+                self._idle.put_nowait(writer)
+        return await self._idle.get()
+
+    def give_back(self, writer: RefundWriter) -> None:
+        assert self._idle is not None  # noqa: S101 - taken from it before
+        self._idle.put_nowait(writer)
+
+    def close(self) -> None:
+        for writer in self.all:
+            writer.close()
+
+
+async def _read_body(receive: Receive) -> tuple[bytes | None, Receive]:
+    """Read the whole body, up to MAX_LEAN_BODY_BYTES. Returns it (None when it is
+    longer or the client left) and a receive that replays every message read."""
+    messages: list[Message] = []
+    size = 0
+    complete = False
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        size += len(message.get("body", b""))
+        if size > MAX_LEAN_BODY_BYTES:
+            break
+        if not message.get("more_body", False):
+            complete = True
+            break
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    if not complete:
+        return None, replay
+    return b"".join(message.get("body", b"") for message in messages), replay
