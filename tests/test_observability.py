@@ -109,3 +109,55 @@ def test_json_logs_carry_request_id(tmp_path) -> None:  # type: ignore[no-untype
 
 def sk_value_absent(text: str) -> bool:
     return "sk_development_" + "x" * 32 not in text
+
+
+def test_request_ids_are_hex_and_distinct(client: TestClient) -> None:
+    ids = [client.get("/healthz").headers["x-request-id"] for _ in range(50)]
+    assert len(set(ids)) == len(ids)
+    for value in ids:
+        assert len(value) == 32
+        assert int(value, 16) >= 0
+
+
+def test_new_request_id_keeps_leading_zeros(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from orderdesk import observability
+
+    monkeypatch.setattr(observability._request_ids, "getrandbits", lambda _: 0xABC)
+    assert observability._new_request_id() == "0" * 29 + "abc"
+
+
+def test_metrics_count_each_request_once(client: TestClient) -> None:
+    for _ in range(3):
+        client.get("/healthz")
+    client.get("/no-such-page")
+    page = client.get("/metrics").text
+    assert (
+        'orderdesk_http_requests_total{method="GET",route="/healthz",status="200"} 3.0'
+    ) in page
+    assert (
+        'orderdesk_http_requests_total{method="GET",route="unmatched",status="404"} 1.0'
+    ) in page
+    assert (
+        "orderdesk_http_request_duration_seconds_count"
+        '{method="GET",route="/healthz"} 3.0'
+    ) in page
+
+
+def test_metric_children_kept_per_label_set() -> None:
+    from orderdesk.observability import Metrics
+
+    metrics = Metrics()
+    first = metrics.request_children("/a", "GET", "200")
+    assert metrics.request_children("/a", "GET", "200") is first
+    assert metrics.request_children("/a", "GET", "404") is not first
+    requests, latency = first
+    requests.inc()
+    latency.observe(0.002)
+    assert metrics.requests.labels("/a", "GET", "200")._value.get() == 1.0
+    assert (
+        metrics.registry.get_sample_value(
+            "orderdesk_http_request_duration_seconds_count",
+            {"route": "/a", "method": "GET"},
+        )
+        == 1.0
+    )

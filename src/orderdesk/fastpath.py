@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 from typing import Any
 
 import anyio
@@ -44,7 +45,7 @@ from orderdesk.auth.services import (
 )
 from orderdesk.errors import OrderDeskError
 from orderdesk.http import error_response
-from orderdesk.orders.access import invalid_client_secret, is_uuid, order_not_found
+from orderdesk.orders.access import invalid_client_secret, order_not_found
 from orderdesk.orders.replies import (
     ORDER,
     REFUNDS,
@@ -67,6 +68,12 @@ ROUTE_TEMPLATES = {
     REFUNDS: "/api/unstable/orders/{orderId}/refunds",
     ORDER: "/api/2022-06-09/orders/{order_id}",
 }
+# The ids that `orders.access.is_uuid` accepts: a UUID in its canonical text, as
+# str(uuid.UUID(...)) writes it. A regular expression checks that in a fraction of
+# the time that parsing takes.
+_CANONICAL_UUID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)
 
 
 class Replies:
@@ -255,7 +262,7 @@ class LeanReadMiddleware:
         Raises _PassThrough for a malformed id, whose 404 the router sends, and
         when the query fails, so that the router reports the failure.
         """
-        if not is_uuid(order_id):
+        if _CANONICAL_UUID.fullmatch(order_id) is None:
             raise _PassThrough
         try:
             if not reader.is_open:

@@ -179,6 +179,8 @@ def json_response(content: Any, status_code: int = 200) -> Response:
 class BodyLimitMiddleware:
     """Reject bodies over MAX_BODY_BYTES with 413, counting bytes as they arrive."""
 
+    _HTTP1 = ("1.0", "1.1")
+
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
         self.app = app
         self.limit = limit
@@ -187,10 +189,25 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
+        length = None
+        has_transfer_encoding = False
+        for name, value in scope.get("headers") or []:
+            if name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                has_transfer_encoding = True
         if length is not None and length.isdigit() and int(length) > self.limit:
             await self._reject(send)
+            return
+        if (
+            length is None
+            and not has_transfer_encoding
+            and scope.get("http_version") in self._HTTP1
+        ):
+            # Without either header an HTTP/1.x request has no body (RFC 9112,
+            # section 6.3), so there are no bytes to count. An HTTP/2 request
+            # can have one, sent in DATA frames.
+            await self.app(scope, receive, send)
             return
         received = 0
 

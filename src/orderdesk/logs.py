@@ -1,16 +1,76 @@
-"""structlog set-up: JSON in production, readable console lines in development."""
+"""structlog set-up: JSON in production, readable console lines in development.
+
+The access log line (`request_finished`, one per HTTP request) is the most frequent
+line by far. So `write_access_line` renders it without going through structlog, to
+the same bytes that the JSON set-up of `configure_logging` writes, for as long as
+that set-up is structlog's configuration.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import threading
+import time
+from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
+from typing import Any, NamedTuple
 
 import structlog
 
 from orderdesk.config import Settings
 
+ACCESS_EVENT = "request_finished"
+# Prefixes of access lines by (method, route, status). Methods come from clients,
+# so the map stops growing at this size and further lines build their prefix.
+_PREFIX_CACHE_MAX_ENTRIES = 1024
+
+# One lock for every line this module writes, so a line written by one thread is
+# never split by another's.
+_write_lock = threading.Lock()
+
+
+class StderrLogger:
+    """A structlog logger that writes each line, newline included, in one write
+    to the current `sys.stderr`, and flushes it.
+
+    The stream is looked up for each line, because a stream taken once (as pytest
+    swaps it per test) may be closed by the time a line is written.
+    """
+
+    def msg(self, message: str) -> None:
+        _write_line(message)
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+def _write_line(message: str) -> None:
+    with _write_lock:
+        stream = sys.stderr
+        stream.write(message + "\n")
+        stream.flush()
+
+
+def _make_stderr_logger(*_args: Any) -> StderrLogger:
+    return StderrLogger()
+
+
+class _JsonSetup(NamedTuple):
+    """The structlog configuration that `configure_logging` made for JSON output."""
+
+    processors: list[structlog.types.Processor]
+    snapshot: list[structlog.types.Processor]
+    wrapper_class: type[Any]
+    writes_info: bool
+
+
+_json_setup: _JsonSetup | None = None
+
 
 def configure_logging(settings: Settings) -> None:
+    global _json_setup
     json_output = (
         settings.log_format
         or ("console" if settings.environment == "development" else "json")
@@ -29,11 +89,93 @@ def configure_logging(settings: Settings) -> None:
         if json_output
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    chain = [*processors, renderer]
+    wrapper_class = structlog.make_filtering_bound_logger(level)
     structlog.configure(
-        processors=[*processors, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        # Look sys.stderr up for each logger: a stream captured at configure time
-        # (as pytest swaps it per test) may be closed by the time a line is logged.
-        logger_factory=lambda *_args: structlog.PrintLogger(file=sys.stderr),
+        processors=chain,
+        wrapper_class=wrapper_class,
+        logger_factory=_make_stderr_logger,
         cache_logger_on_first_use=False,
     )
+    _json_setup = (
+        _JsonSetup(chain, list(chain), wrapper_class, level <= logging.INFO)
+        if json_output
+        else None
+    )
+
+
+def write_access_line(
+    method: str, route: str, status: int, duration_ms: float, request_id: str
+) -> bool:
+    """Write the `request_finished` line as `log.info(ACCESS_EVENT, method=...,
+    route=..., status=..., duration_ms=...)` would, with `request_id` bound.
+
+    Returns False, writing nothing, unless structlog still has the JSON
+    configuration of `configure_logging` and `request_id` is the only context
+    variable bound. The caller then logs the line through structlog.
+    """
+    setup = _json_setup
+    if setup is None:
+        return False
+    config = structlog.get_config()
+    if (
+        config["processors"] is not setup.processors
+        or config["processors"] != setup.snapshot
+        or config["wrapper_class"] is not setup.wrapper_class
+        or config["logger_factory"] is not _make_stderr_logger
+    ):
+        # Reconfigured since, for example by structlog.testing.capture_logs.
+        return False
+    if structlog.contextvars.get_contextvars() != {"request_id": request_id}:
+        return False
+    if not setup.writes_info:
+        return True  # the level filter drops info lines
+    _write_line(
+        _access_prefix(method, route, status)
+        + repr(float(duration_ms))
+        + ', "event": "request_finished", "request_id": '
+        + encode_basestring_ascii(request_id)
+        + ', "level": "info", "timestamp": "'
+        + _utc_timestamp()
+        + '"}'
+    )
+    return True
+
+
+_access_prefixes: dict[tuple[str, str, int], str] = {}
+
+
+def _access_prefix(method: str, route: str, status: int) -> str:
+    key = (method, route, status)
+    prefix = _access_prefixes.get(key)
+    if prefix is None:
+        prefix = (
+            '{"method": '
+            + json.dumps(method)
+            + ', "route": '
+            + json.dumps(route)
+            + ', "status": '
+            + json.dumps(status)
+            + ', "duration_ms": '
+        )
+        if len(_access_prefixes) < _PREFIX_CACHE_MAX_ENTRIES:
+            _access_prefixes[key] = prefix
+    return prefix
+
+
+# The date and time to the second of the last timestamp, and its ISO 8601 text.
+_last_second: tuple[int, str] = (-1, "")
+
+
+def _utc_timestamp() -> str:
+    """Return the time now as structlog's `TimeStamper(fmt="iso", utc=True)` writes
+    it, such as 2026-12-04T17:26:50.749361Z, formatting the date once a second."""
+    global _last_second
+    # datetime.now() truncates the clock to microseconds, as this does.
+    seconds, microseconds = divmod(time.time_ns() // 1000, 1_000_000)
+    last, text = _last_second
+    if seconds != last:
+        text = datetime.fromtimestamp(seconds, UTC).isoformat()[: -len("+00:00")]
+        _last_second = (seconds, text)
+    # isoformat() leaves the fraction out when it is zero.
+    return f"{text}.{microseconds:06d}Z" if microseconds else f"{text}Z"

@@ -110,17 +110,26 @@ class RequestTimeoutMiddleware:
                 return  # the timeout's 503 went out already
             await send(message)
 
+        loop = asyncio.get_running_loop()
         token = _current.set(deadline)
         try:
             # The task runs in a copy of this context, deadline included.
             task = asyncio.ensure_future(self.app(scope, receive, guarded_send))
         finally:
             _current.reset(token)
-        try:
-            await asyncio.wait_for(asyncio.shield(task), self.seconds)
+        if not await _finished_within(loop, task, self.seconds):
+            await self._stop_or_finish(scope, send, task, deadline)
             return
-        except TimeoutError:
-            pass
+        await task  # its result, or its error
+
+    async def _stop_or_finish(
+        self,
+        scope: Scope,
+        send: Send,
+        task: asyncio.Task[None],
+        deadline: RequestDeadline,
+    ) -> None:
+        """Send the timeout's 503 unless the request commits or replies first."""
         while not task.done():
             if deadline.expire():
                 break
@@ -137,6 +146,31 @@ class RequestTimeoutMiddleware:
             timeout_seconds=self.seconds,
         )
         await _reply_timed_out(send, self.seconds)
+
+
+async def _finished_within(
+    loop: asyncio.AbstractEventLoop, task: asyncio.Task[None], seconds: float
+) -> bool:
+    """Wait until the task is done or `seconds` have passed, and return whether it
+    is done, leaving it running either way.
+
+    It costs one future and one timer, fewer objects than
+    `asyncio.wait_for(asyncio.shield(task))`, which every request would pay.
+    """
+    waiter = loop.create_future()
+
+    def wake(_task: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    timer = loop.call_later(seconds, wake)
+    task.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        task.remove_done_callback(wake)
+    return task.done()
 
 
 def _finish_abandoned(task: asyncio.Task[None]) -> None:

@@ -131,7 +131,8 @@ class OrderAccessReader:
             if self._connection is None:
                 raise ReaderBusy
             try:
-                cursor = self._connection.cursor()
+                # The driver's connection, because the pool's wrapper adds a call.
+                cursor = self._connection.dbapi_connection.cursor()
                 cursor.execute(self._sql, (order_id,))
                 # fetchall() runs the statement to its end, which on SQLite ends its
                 # read transaction at once instead of at the next query.
