@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from orderdesk.config import Settings
-from orderdesk.db.engine import make_engine, make_session_factory
+from orderdesk.db.engine import WalCheckpointer, make_engine, make_session_factory
 from orderdesk.jobs.services import NOTIFY_CHANNEL
 
 log = structlog.get_logger(__name__)
@@ -32,6 +32,7 @@ class Runtime:
     wake: threading.Event = field(default_factory=threading.Event)
     chains: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+    checkpointer: WalCheckpointer | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -53,9 +54,14 @@ class Runtime:
             self.chains = ChainRegistry.from_settings(
                 self.settings, self.session_factory
             )
+        if self.engine.dialect.name == "sqlite" and self.checkpointer is None:
+            self.checkpointer = WalCheckpointer(self.engine).start()
         import orderdesk.handlers  # noqa: F401 - registers the job handlers
 
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+            self.checkpointer = None
         if self.chains is not None:
             self.chains.close()
         self.engine.dispose()
