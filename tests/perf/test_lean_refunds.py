@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +24,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from tests import factories
 from tests.conftest import KeyMaker
 from tests.refunds.helpers import days_ago, shipped_order
@@ -388,9 +390,31 @@ def test_idempotency_key_goes_to_the_router(
     assert ("idempotent-replayed", "true") in again.headers
 
 
-def test_every_active_status_blocks_a_second_request(runtime: Runtime) -> None:
+def test_every_active_status_blocks_a_second_request() -> None:
     # The statement names one placeholder per active status.
-    assert lean._STATEMENTS["active"].count("?") == 2 + len(ACTIVE_STATUSES)
+    assert lean._STATEMENTS["order"].count("?") == 3 + len(ACTIVE_STATUSES)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2026, 12, 4, 17, 5, 9, 123456, tzinfo=UTC),
+        datetime(2026, 1, 1, 0, 0, 0, 0, tzinfo=UTC),
+        datetime(999, 3, 4, 5, 6, 7, 8, tzinfo=UTC),
+        datetime(2026, 6, 30, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=5))),
+        datetime(2026, 3, 29, 1, 30, tzinfo=timezone(timedelta(hours=-9, minutes=-30))),
+    ],
+)
+def test_sqlite_time_text_matches_sqlalchemy(value: datetime) -> None:
+    column_type = Refund.__table__.c.created_at.type
+    dialect = sqlite_dialect.dialect()
+    processor = column_type.dialect_impl(dialect).bind_processor(dialect)
+    assert lean.sqlite_utc_text(value) == processor(value)
+
+
+def test_sqlite_time_text_rejects_naive_times() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        lean.sqlite_utc_text(datetime(2026, 1, 1))  # noqa: DTZ001 - naive on purpose
 
 
 class TestAutoAccept:

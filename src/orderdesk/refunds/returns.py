@@ -23,7 +23,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session, joinedload, lazyload
 
 from orderdesk.db.base import utcnow
 from orderdesk.errors import OrderDeskError
@@ -106,8 +107,8 @@ def issue_return_label_in_job(
     """Issue and store the refund's return label in the job's own transaction.
 
     With the local provider this takes no claim and does not commit: rendering calls
-    no outside service and gives the same label in every process, and `store_label`
-    stores only the first one, so the worker commits the label together with the
+    no outside service and gives the same label in every process, and only the
+    first label stored counts, so the worker commits the label together with the
     job. A claim that another process holds is still respected (LabelClaimed).
     Other providers are called over the network, outside any transaction, by
     `issue_return_label`, which commits on its own.
@@ -115,17 +116,23 @@ def issue_return_label_in_job(
     if not issues_labels_locally(settings):
         issue_return_label(session, settings, refund_id, actor=actor)
         return
-    refund = session.get(Refund, refund_id)
+    # The locks come first, in the order of every writer (order, then refund), so
+    # each row is read once. Rendering is local and short, and the locks last until
+    # the job commits in any case.
+    order = _lock_order_of(session, refund_id)
+    if order is None:
+        return
+    refund = _lock_refund(session, refund_id)
     if refund is None or not _needs_label(refund):
         return
     claimed_until = refund.label_claimed_until
     if claimed_until is not None and claimed_until > utcnow():
         raise LabelClaimed(refund.id, claimed_until)
-    claim = _claim_of(session, refund)
+    claim = _claim_from_rows(order, refund)
     label = create_return_label(
         claim.refund_id, claim.order_recipient, claim.item, settings
     )
-    store_label(session, claim, label, actor=actor)
+    _store_locked_label(session, order, refund, label, actor=actor)
 
 
 def try_issue_return_label(
@@ -169,7 +176,10 @@ def claim_label(
 
 
 def _claim_of(session: Session, refund: Refund) -> LabelClaim:
-    order = session.get_one(Order, refund.order_id)
+    return _claim_from_rows(session.get_one(Order, refund.order_id), refund)
+
+
+def _claim_from_rows(order: Order, refund: Refund) -> LabelClaim:
     line = next(item for item in order.line_items if item.index == refund.line_item)
     return LabelClaim(
         refund_id=refund.id,
@@ -197,6 +207,14 @@ def store_label(
     refund = services.lock_refund(session, claim.refund_id)
     if refund is None:
         return None
+    return _store_locked_label(session, order, refund, label, actor=actor)
+
+
+def _store_locked_label(
+    session: Session, order: Order, refund: Refund, label: IssuedLabel, *, actor: str
+) -> Package | None:
+    """Store the label on the refund, whose order and refund rows the caller has
+    locked. Return the package, or None when the refund no longer needs a label."""
     refund.label_claimed_until = None
     if not _needs_label(refund):
         return None
@@ -258,6 +276,33 @@ def receive_return_parcel(session: Session, package: Package, actor: str) -> Non
         return
     order = session.get_one(Order, package.order_id)
     review.receive_return(session, order, refund, actor=actor, source="tracking")
+
+
+def _lock_order_of(session: Session, refund_id: str) -> Order | None:
+    """Lock and reload the order of the refund with its line items, in one query,
+    as `shipping.rollup.lock_order` locks it."""
+    order_id = select(Refund.order_id).where(Refund.id == refund_id)
+    query = (
+        select(Order)
+        .where(Order.id == order_id.scalar_subquery())
+        .options(joinedload(Order.line_items))
+        .with_for_update(of=Order)
+        .execution_options(populate_existing=True)
+    )
+    return session.scalars(query).unique().first()
+
+
+def _lock_refund(session: Session, refund_id: str) -> Refund | None:
+    """Lock and reload the refund like `services.lock_refund`, without loading its
+    history, which issuing a label does not read."""
+    query = (
+        select(Refund)
+        .where(Refund.id == refund_id)
+        .options(lazyload(Refund.history_events))
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return session.scalars(query).first()
 
 
 def _needs_label(refund: Refund) -> bool:

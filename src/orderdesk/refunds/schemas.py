@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Protocol
 
 from pydantic import Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
@@ -11,7 +13,6 @@ from pydantic_core import PydanticCustomError
 from orderdesk.orders.models import OrderEvent
 from orderdesk.payments.amounts import format_amount
 from orderdesk.refunds.exceptions import InvalidRefundRequest
-from orderdesk.refunds.models import Refund
 from orderdesk.shipping.schemas import (
     LineItemIndex,
     StrictBody,
@@ -110,8 +111,52 @@ class NoFieldsIn(StrictBody):
     """A review request that takes no fields: an empty body or `{}`."""
 
 
+class RefundView(Protocol):
+    """The columns of a refund that its reply shows: a Refund row, or the values of
+    a refund written without the ORM (see `refunds.lean`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def order_id(self) -> str: ...
+    @property
+    def line_item(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+    @property
+    def amount(self) -> Decimal: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def origin(self) -> str: ...
+    @property
+    def rejection_reason(self) -> str | None: ...
+    @property
+    def return_carrier(self) -> str | None: ...
+    @property
+    def return_tracking_number(self) -> str | None: ...
+    @property
+    def return_received_at(self) -> datetime | None: ...
+    @property
+    def payout_status(self) -> str | None: ...
+    @property
+    def payout_tx_id(self) -> str | None: ...
+    @property
+    def payout_chain(self) -> str | None: ...
+    @property
+    def payout_message(self) -> str | None: ...
+    @property
+    def history_events(self) -> list[OrderEvent]: ...
+
+
 def refund_body(
-    refund: Refund, history: list[dict[str, Any]] | None = None
+    refund: RefundView, history: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
     """The refund as the API shows it. `history` stands in for the entries of the
     refund's loaded history, for a refund written without the ORM."""
@@ -146,7 +191,7 @@ def _history_entry(event: OrderEvent) -> dict[str, Any]:
     return {"status": event.to_state, "at": iso(event.created_at), "actor": event.actor}
 
 
-def payout_body(refund: Refund) -> dict[str, Any] | None:
+def payout_body(refund: RefundView) -> dict[str, Any] | None:
     """The refund's payout once its return is received, else None.
 
     `txId` is null until a transfer is signed. `message` describes the last problem,
