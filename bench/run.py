@@ -605,8 +605,13 @@ def evaluate_goals(phases: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if entry is None:
                 continue
             ratio = entry["rps_ratio_to_floor"]
-            goal(f"{database}: {name} req/s vs floor", ratio, ">= 0.50", ratio >= 0.5)
             p99 = entry["p99_ratio_to_floor"]
+            if database != "sqlite":
+                # The read goals are set on SQLite; the other database is shown.
+                goal(f"{database}: {name} req/s vs floor (reference)", ratio, "-", None)
+                goal(f"{database}: {name} p99 vs floor (reference)", p99, "-", None)
+                continue
+            goal(f"{database}: {name} req/s vs floor", ratio, ">= 0.50", ratio >= 0.5)
             goal(f"{database}: {name} p99 vs floor", p99, "<= 2.00", p99 <= 2.0)
         entry = _entry(summary, "POST refunds")
         if entry is not None:

@@ -173,3 +173,43 @@ def test_structlog_lines_end_with_newline(
         "first",
         "second",
     ]
+
+
+INFO_CASES = [
+    ("refund_requested", {"order_id": "o-1", "refund_id": "r-1", "line_item": 3}),
+    ("quoted", {"text": 'a "b" \\ \u00e9\u4e2d\n', "count": -7}),
+    ("no_fields", {}),
+]
+
+
+@pytest.mark.parametrize(("event", "fields"), INFO_CASES)
+def test_info_line_matches_structlog(
+    json_logs: None,
+    capsys: pytest.CaptureFixture[str],
+    event: str,
+    fields: dict[str, str | int],
+) -> None:
+    structlog.contextvars.bind_contextvars(request_id="req-9")
+    structlog.get_logger("orderdesk.refunds.lean").info(event, **fields)
+    expected = lines_of(capsys)
+    assert logs.write_info_line(event, fields) is True
+    written = lines_of(capsys)
+
+    assert len(expected) == 1
+    assert len(written) == 1
+    assert TIMESTAMP.sub("", written[0]) == TIMESTAMP.sub("", expected[0])
+
+
+def test_info_line_falls_back_without_request_id(
+    json_logs: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert logs.write_info_line("refund_requested", {"line_item": 1}) is False
+    structlog.contextvars.bind_contextvars(request_id="req-9", extra="x")
+    assert logs.write_info_line("refund_requested", {"line_item": 1}) is False
+    assert lines_of(capsys) == []
+
+
+def test_info_line_falls_back_under_capture(json_logs: None) -> None:
+    structlog.contextvars.bind_contextvars(request_id="req-9")
+    with capture_logs():
+        assert logs.write_info_line("refund_requested", {"line_item": 1}) is False

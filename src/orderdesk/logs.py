@@ -114,21 +114,10 @@ def write_access_line(
     configuration of `configure_logging` and `request_id` is the only context
     variable bound. The caller then logs the line through structlog.
     """
-    setup = _json_setup
-    if setup is None:
+    allowed = _direct_writes_allowed()
+    if allowed is None or allowed[0] != request_id:
         return False
-    config = structlog.get_config()
-    if (
-        config["processors"] is not setup.processors
-        or config["processors"] != setup.snapshot
-        or config["wrapper_class"] is not setup.wrapper_class
-        or config["logger_factory"] is not _make_stderr_logger
-    ):
-        # Reconfigured since, for example by structlog.testing.capture_logs.
-        return False
-    if structlog.contextvars.get_contextvars() != {"request_id": request_id}:
-        return False
-    if not setup.writes_info:
+    if not allowed[1]:
         return True  # the level filter drops info lines
     _write_line(
         _access_prefix(method, route, status)
@@ -140,6 +129,56 @@ def write_access_line(
         + '"}'
     )
     return True
+
+
+def write_info_line(event: str, fields: dict[str, str | int]) -> bool:
+    """Write an info line as `log.info(event, **fields)` would, for string and
+    integer fields, with `request_id` bound. Returns False, writing nothing, in the
+    cases where `write_access_line` does."""
+    allowed = _direct_writes_allowed()
+    if allowed is None:
+        return False
+    request_id, writes_info = allowed
+    if not writes_info:
+        return True
+    parts = [
+        f"{json.dumps(name)}: {json.dumps(value)}" for name, value in fields.items()
+    ]
+    _write_line(
+        "{"
+        + ", ".join(parts)
+        + (", " if parts else "")
+        + '"event": '
+        + json.dumps(event)
+        + ', "request_id": '
+        + encode_basestring_ascii(request_id)
+        + ', "level": "info", "timestamp": "'
+        + _utc_timestamp()
+        + '"}'
+    )
+    return True
+
+
+def _direct_writes_allowed() -> tuple[str, bool] | None:
+    """Return the bound request id and whether info lines are written, when lines
+    may be written without structlog: the JSON set-up of `configure_logging` is in
+    place and `request_id` is the only context variable. Else return None."""
+    setup = _json_setup
+    if setup is None:
+        return None
+    config = structlog.get_config()
+    if (
+        config["processors"] is not setup.processors
+        or config["processors"] != setup.snapshot
+        or config["wrapper_class"] is not setup.wrapper_class
+        or config["logger_factory"] is not _make_stderr_logger
+    ):
+        # Reconfigured since, for example by structlog.testing.capture_logs.
+        return None
+    context = structlog.contextvars.get_contextvars()
+    if set(context) != {"request_id"} or not isinstance(context["request_id"], str):
+        return None
+    return context["request_id"], setup.writes_info
 
 
 _access_prefixes: dict[tuple[str, str, int], str] = {}

@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.dialects import sqlite as sqlite_dialect
+from structlog.testing import capture_logs
 from tests import factories
 from tests.conftest import KeyMaker
 from tests.refunds.helpers import days_ago, shipped_order
@@ -540,3 +541,17 @@ def test_concurrent_uncommitted_request_wins(
     assert reply.status == 409, reply.body
     assert not reply.served_lean
     assert winner.encode() in reply.body
+
+
+def test_lean_request_logs_as_the_route_does(
+    pair: Pair, api_key: str, runtime: Runtime
+) -> None:
+    order = shipped_order(runtime, items=1, delivered_days_ago=1)
+    with capture_logs() as events:
+        reply = pair.post(pair.lean, order.id, json_body(0), key_headers(api_key))
+    assert reply.served_lean
+    requested = [event for event in events if event["event"] == "refund_requested"]
+    assert len(requested) == 1
+    assert requested[0]["order_id"] == order.id
+    assert requested[0]["line_item"] == 0
+    assert requested[0]["refund_id"] in reply.body.decode()

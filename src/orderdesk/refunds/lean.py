@@ -60,6 +60,7 @@ from orderdesk.fastpath import _KeyNotCached, _no_key_lookup
 from orderdesk.http import error_response, json_response
 from orderdesk.jobs.models import Job
 from orderdesk.jobs.services import NOTIFY_CHANNEL
+from orderdesk.logs import write_info_line
 from orderdesk.orders.access import is_uuid
 from orderdesk.orders.models import LineItem, OrderEvent
 from orderdesk.orders.statuses import PaymentState
@@ -642,12 +643,15 @@ class LeanRefundMiddleware:
             # A worker in this process starts on the delivery at once.
             state.runtime.wake.set()
         self.served += 1
-        log.info(
-            "refund_requested",
-            order_id=order_id,
-            refund_id=outcome.reply["refundId"],
-            line_item=body.line_item,
-        )
+        fields: dict[str, str | int] = {
+            "order_id": order_id,
+            "refund_id": outcome.reply["refundId"],
+            "line_item": body.line_item,
+        }
+        # The line the route's service logs, written directly when the log set-up
+        # allows it (see logs.write_info_line).
+        if not write_info_line("refund_requested", fields):
+            log.info("refund_requested", **fields)
         scope["route"] = self._route
         await json_response(outcome.reply, status_code=201)(scope, receive, send)
 
