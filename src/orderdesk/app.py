@@ -137,7 +137,7 @@ def telemetry_config() -> TelemetryConfig:
     FASTAPI_OTEL_AUTO_CONFIGURE=true for all three).
 
     Left on without a provider, it looks the providers up in os.environ on every
-    request, which cost about a tenth of a request served by the lean paths.
+    request: about 2% of a polled read's profile samples, 9% of a refund request's.
     """
     auto = os.environ.get("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true"
     return {
