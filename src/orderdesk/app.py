@@ -84,6 +84,9 @@ def create_app(
     app.state.replies = Replies(OrderAccessReader(runtime.engine), ReplyCache())
     app.state.refund_writers = RefundWriters(runtime.engine)
     install_error_handlers(app)
+    # Inside the body limit and the timeout, which bound the body it reads and the
+    # time it may wait for a busy database, as they bound the router's requests.
+    app.add_middleware(LeanRefundMiddleware, fastapi_app=app)
     app.add_middleware(BodyLimitMiddleware)
     # Inside the request context, so a timed-out request is logged with its id.
     app.add_middleware(
@@ -91,7 +94,6 @@ def create_app(
     )
     # Inside the request context (request id, access log, metrics) and outside the
     # timeout, which costs a task per request. The reads it serves never wait.
-    app.add_middleware(LeanRefundMiddleware, fastapi_app=app)
     app.add_middleware(LeanReadMiddleware, fastapi_app=app)
     app.add_middleware(
         RequestContextMiddleware, metrics=metrics, access_log=settings.access_log

@@ -77,6 +77,23 @@ _current: contextvars.ContextVar[RequestDeadline | None] = contextvars.ContextVa
 _abandoned: set[asyncio.Task[None]] = set()
 
 
+def claim_commit() -> bool:
+    """Record that the current request commits, for code that commits without a
+    Session. Returns False, and logs it, when the request timed out: the caller
+    must then roll back."""
+    deadline = _current.get()
+    if deadline is None or deadline.claim():
+        return True
+    log.warning("timed_out_commit_refused", timeout_seconds=deadline.seconds)
+    return False
+
+
+def has_timed_out() -> bool:
+    """Return whether the current request got the timeout's 503 already."""
+    deadline = _current.get()
+    return deadline is not None and deadline.expired
+
+
 @event.listens_for(Session, "before_commit")
 def _refuse_commit_after_timeout(session: Session) -> None:
     # Thread-pool calls run in a copy of the request's context, so the request's

@@ -69,6 +69,7 @@ from orderdesk.refunds.models import ACTIVE_STATUSES, Refund
 from orderdesk.refunds.schemas import RefundRequestIn, refund_body
 from orderdesk.refunds.services import paid_total
 from orderdesk.refunds.statuses import RefundEvent, RefundOrigin, RefundStatus
+from orderdesk.request_timeout import claim_commit, has_timed_out
 from orderdesk.shipping.models import Package
 from orderdesk.shipping.statuses import PackageKind
 from orderdesk.timefmt import iso
@@ -93,6 +94,9 @@ _JSON_TYPES = frozenset(
         b"application/json;charset=utf-8",
     }
 )
+# No order has more line items than this, and larger indexes overflow the
+# database's integer type.
+MAX_LINE_ITEM_INDEX = 2**31 - 1
 # PostgreSQL connections of this path, each used by one thread-pool call at a time.
 POSTGRES_WRITERS = 8
 # How long a request waits, in short sleeps, for the write lock (SQLite) or this
@@ -359,17 +363,24 @@ class RefundWriter:
         return draft
 
     def write(
-        self, draft: Draft, *, actor: str, now: datetime
-    ) -> tuple[dict[str, Any], bool]:
-        """Write the draft's rows and commit. Returns the refund as the API shows
-        it, and whether a job was queued."""
+        self,
+        draft: Draft,
+        *,
+        actor: str,
+        now: datetime,
+        may_commit: Callable[[], bool] = lambda: True,
+    ) -> tuple[dict[str, Any], bool] | None:
+        """Write the draft's rows and commit, if `may_commit()` allows it once
+        they are written. Returns the refund as the API shows it and whether a job
+        was queued, or None when the rows were rolled back instead."""
         try:
             reply, queued = self._write(draft, actor, now)
+            allowed = may_commit()
         except BaseException:
             self._end(commit=False)
             raise
-        self._end(commit=True)
-        return reply, queued
+        self._end(commit=allowed)
+        return (reply, queued) if allowed else None
 
     def abandon(self) -> None:
         self._end(commit=False)
@@ -629,10 +640,16 @@ class LeanRefundMiddleware:
         except ValidationError:
             await self._pass_through(scope, receive, send)
             return
+        if body.line_item > MAX_LINE_ITEM_INDEX:
+            # Out of range for any order, and for the database's integer type.
+            await self._pass_through(scope, receive, send)
+            return
         request = _Request(order_id, body.line_item, body.reason, principal)
         outcome = await self._decide(state, state.refund_writers, request)
         if outcome.counted:
             scope[RATE_COUNTED] = True
+        if outcome.timed_out:
+            return
         if outcome.error is not None:
             await error_response(outcome.error)(scope, receive, send)
             return
@@ -689,6 +706,8 @@ class LeanRefundMiddleware:
                 writers.give_back(writer)
             if not outcome.busy or time.monotonic() + pause > deadline:
                 return outcome
+            if has_timed_out():
+                return _Outcome(timed_out=True)
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.01)
 
@@ -778,6 +797,8 @@ class _Outcome:
     error: OrderDeskError | None = None
     counted: bool = False
     busy: bool = False
+    # The request timeout's 503 went out, so nothing is sent and nothing written.
+    timed_out: bool = False
 
 
 def _run(state: Any, writer: RefundWriter, request: _Request) -> _Outcome:
@@ -812,12 +833,19 @@ def _run(state: Any, writer: RefundWriter, request: _Request) -> _Outcome:
         writer.abandon()
         raise
     try:
-        reply, queued = writer.write(draft, actor=request.principal.actor, now=now)
+        # The request timeout may have sent its 503 while the rows were written:
+        # then they are rolled back, as the route's commit would be refused.
+        written = writer.write(
+            draft, actor=request.principal.actor, now=now, may_commit=claim_commit
+        )
     except Exception as exc:
         log.warning(
             "lean_refund_write_failed", order_id=request.order_id, error=repr(exc)
         )
         return _Outcome(counted=True)
+    if written is None:
+        return _Outcome(counted=True, timed_out=True)
+    reply, queued = written
     return _Outcome(reply=reply, queued=queued, counted=True)
 
 
