@@ -99,11 +99,12 @@ _JSON_TYPES = frozenset(
 MAX_LINE_ITEM_INDEX = 2**31 - 1
 # PostgreSQL connections of this path, each used by one thread-pool call at a time.
 POSTGRES_WRITERS = 8
-# How long a request waits, in short sleeps, for the write lock (SQLite) or this
-# path's connection before it goes to the router: as long as the router's own
-# writers wait for the lock. Sending it on sooner would only queue one more
-# writer for the same lock.
+# How long a request waits, in short sleeps, for the SQLite write lock before it
+# goes to the router: as long as the router's own writers wait for the lock.
+# Sending it on sooner would only queue one more writer for the same lock.
 BUSY_WAIT_SECONDS = SQLITE_BUSY_TIMEOUT_MS / 1000
+# A PostgreSQL statement of this path that waits longer for a lock fails, and the
+# router takes the request over. The request timeout still applies meanwhile.
 POSTGRES_STATEMENT_TIMEOUT = "5s"
 
 
@@ -151,7 +152,8 @@ class NewRefund:
 
 
 class Busy(Exception):
-    """The connection is in use or the database is locked: the router takes over."""
+    """Another writer holds the SQLite write lock, so the request waits and tries
+    again."""
 
 
 @dataclass
@@ -343,11 +345,11 @@ class RefundWriter:
         """Begin the transaction and check that the request succeeds.
 
         Returns the draft with the transaction open, or None with it rolled back
-        when the router must decide the request. Raises Busy when the database or
-        the connection is busy, and the driver's error when a query fails.
+        when the router must decide the request. Raises Busy when another SQLite
+        writer holds the lock, and the driver's error when a query fails.
         """
         if self._connection is None:
-            raise Busy
+            raise ConnectionError("the writer's connection is not open")
         try:
             self._begin()
             draft = self._check(
