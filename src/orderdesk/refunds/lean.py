@@ -300,6 +300,17 @@ class RefundWriter:
                 "dedupe_key", "created_at", "updated_at",
             ),
         )  # fmt: skip
+        # On PostgreSQL, for a project without subscribed endpoints, the refund,
+        # its event and the revision go in one statement of data-modifying WITH
+        # queries: one round trip and one driver call instead of three. With
+        # webhook rows to write, the revision stays the last lock taken, as
+        # `orders.revision` requires.
+        self._rows_at_once: str | None = None
+        if not self.is_sqlite:
+            self._rows_at_once = (
+                f"WITH refund AS ({self._refund.sql}), event AS ({self._event.sql}) "
+                + self._sql["revision"]
+            )
 
     @property
     def is_open(self) -> bool:
@@ -500,34 +511,37 @@ class RefundWriter:
             created_at=now,
             updated_at=now,
         )
-        cursor.execute(
-            self._refund.sql,
-            self._refund.parameters(
-                {name: getattr(refund, name) for name in self._refund.given}
-            ),
+        refund_values = self._refund.parameters(
+            {name: getattr(refund, name) for name in self._refund.given}
         )
         event_at = utcnow()
-        cursor.execute(
-            self._event.sql,
-            self._event.parameters(
-                {
-                    "order_id": draft.order_id,
-                    "kind": str(RefundEvent.REQUESTED),
-                    "subject_id": refund_id,
-                    "to_state": status,
-                    "actor": actor,
-                    "data": {
-                        "lineItem": draft.line_item,
-                        "amount": format_amount(draft.amount),
-                    },
-                    "created_at": event_at,
-                }
-            ),
+        event_values = self._event.parameters(
+            {
+                "order_id": draft.order_id,
+                "kind": str(RefundEvent.REQUESTED),
+                "subject_id": refund_id,
+                "to_state": status,
+                "actor": actor,
+                "data": {
+                    "lineItem": draft.line_item,
+                    "amount": format_amount(draft.amount),
+                },
+                "created_at": event_at,
+            }
         )
+        at_once = self._rows_at_once is not None and not draft.endpoints
+        if at_once:
+            cursor.execute(
+                self._rows_at_once, (*refund_values, *event_values, draft.order_id)
+            )
+        else:
+            cursor.execute(self._refund.sql, refund_values)
+            cursor.execute(self._event.sql, event_values)
         history = [{"status": status, "at": iso(event_at), "actor": actor}]
         reply = refund_body(refund, history)
         queued = self._emit(cursor, draft, reply)
-        cursor.execute(self._sql["revision"], (draft.order_id,))
+        if not at_once:
+            cursor.execute(self._sql["revision"], (draft.order_id,))
         cursor.close()
         return reply, queued
 
