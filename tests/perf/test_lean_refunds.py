@@ -362,6 +362,13 @@ def test_order_states_that_refuse_go_to_the_router(
     assert first.status == 201 and first.served_lean
     for order in (unpaid, unshipped, expired, requested):
         pair.compare_failure(order.id, json_body(0), headers)
+    # Only line item 0 is in a package, and a return parcel holds line item 1.
+    partly = new_paid_order(runtime, items=2)
+    with runtime.session_factory() as session, session.begin():
+        factories.make_package(session, partly.id, [0])
+        factories.make_package(session, partly.id, [1], kind="return")
+    pair.compare_failure(partly.id, json_body(1), headers)
+    assert pair.post(pair.lean, partly.id, json_body(0), headers).served_lean
 
 
 def test_revoked_key_is_refused_by_the_router(

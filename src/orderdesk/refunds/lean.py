@@ -126,6 +126,21 @@ _STATEMENTS = {
 }
 
 
+# The "order", "item" and "packages" statements as one, for PostgreSQL.
+_POSTGRES_ORDER = (
+    "SELECT o.project_id, o.client_secret_hash, o.payment_state, o.currency, "
+    "EXISTS (SELECT 1 FROM refunds WHERE order_id = o.id AND line_item = %s "
+    "AND status IN (%s, %s, %s)), "
+    "EXISTS (SELECT 1 FROM packages WHERE order_id = o.id AND kind = %s "
+    "AND line_items::jsonb @> to_jsonb(%s::integer)), "
+    'li."index", li.quantity, li.unit_price, li.sales_tax, li.shipping, li.total, '
+    "li.delivered_at FROM orders AS o LEFT JOIN LATERAL ("
+    'SELECT "index", quantity, unit_price, sales_tax, shipping, total, delivered_at '
+    'FROM order_line_items WHERE order_id = o.id ORDER BY "index" LIMIT 1 OFFSET %s'
+    ") AS li ON true WHERE o.id = %s"
+)
+
+
 @dataclass(slots=True)
 class NewRefund:
     """A refund request as this path writes it, for `refund_body`."""
@@ -447,14 +462,12 @@ class RefundWriter:
         now: datetime,
     ) -> Draft | None:
         cursor = self._connection.cursor()
-        cursor.execute(
-            self._sql["order"], (order_id, line_item, *ACTIVE_STATUSES, order_id)
-        )
-        row = cursor.fetchone()
+        row = self._read_order(cursor, order_id, line_item)
         if row is None:
             return None
-        project_id, secret_hash, payment_state, currency, requested = row
-        if requested:
+        project_id, secret_hash, payment_state, currency, requested, shipped = row[:6]
+        item_row = row[6:]
+        if requested or not shipped:
             return None
         if isinstance(principal, KeyPrincipal):
             if project_id != principal.project_id:
@@ -463,12 +476,7 @@ class RefundWriter:
             return None
         if payment_state != PaymentState.COMPLETED:
             return None
-        cursor.execute(self._sql["item"], (order_id, line_item))
-        item_row = cursor.fetchone()
-        if item_row is None or item_row[0] != line_item:
-            return None
-        cursor.execute(self._sql["packages"], (order_id, str(PackageKind.OUTBOUND)))
-        if not any(line_item in self._json(value) for (value,) in cursor.fetchall()):
+        if item_row[0] != line_item:
             return None
         delivered_at = self._datetime(item_row[6])
         if delivered_at is not None and now > delivered_at + return_window:
@@ -492,6 +500,43 @@ class RefundWriter:
         ]
         cursor.close()
         return Draft(order_id, project_id, currency, line_item, "", amount, endpoints)
+
+    def _read_order(
+        self, cursor: Any, order_id: str, line_item: int
+    ) -> tuple[Any, ...] | None:
+        """Return the order's access and price columns: project, client secret
+        hash, payment state, currency, whether the line item has an active
+        request, whether an outbound package holds it, then the line item's
+        index, quantity, unit price, tax, shipping, total and delivery time. None
+        when the order or the line item does not exist."""
+        if not self.is_sqlite:
+            # One round trip on PostgreSQL.
+            cursor.execute(
+                _POSTGRES_ORDER,
+                (
+                    line_item,
+                    *ACTIVE_STATUSES,
+                    str(PackageKind.OUTBOUND),
+                    line_item,
+                    line_item,
+                    order_id,
+                ),
+            )
+            row = cursor.fetchone()
+            return None if row is None or row[6] is None else tuple(row)
+        cursor.execute(
+            self._sql["order"], (order_id, line_item, *ACTIVE_STATUSES, order_id)
+        )
+        order = cursor.fetchone()
+        if order is None:
+            return None
+        cursor.execute(self._sql["item"], (order_id, line_item))
+        item = cursor.fetchone()
+        if item is None:
+            return None
+        cursor.execute(self._sql["packages"], (order_id, str(PackageKind.OUTBOUND)))
+        shipped = any(line_item in self._json(value) for (value,) in cursor.fetchall())
+        return (*order, shipped, *item)
 
     def _write(
         self, draft: Draft, actor: str, now: datetime
