@@ -7,6 +7,7 @@ import random
 import socket
 import threading
 import traceback
+from collections import deque
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 from orderdesk.db.base import utcnow
 from orderdesk.jobs.models import Job
 from orderdesk.jobs.registry import HANDLERS, JobContext, RetryLater
+from orderdesk.jobs.services import FOLLOW_UP_CLAIM, FollowUpClaim
 
 if TYPE_CHECKING:
     from orderdesk.runtime import Runtime
@@ -80,16 +82,26 @@ class Worker:
         self.runtime.wake.set()
 
     def run_once(self) -> int:
-        """Claim and run one batch of due jobs; return how many ran."""
-        job_ids = self._claim()
-        for position, job_id in enumerate(job_ids):
+        """Claim and run one batch of due jobs; return how many ran.
+
+        The due jobs that the batch's jobs enqueue, up to `batch` of them, are
+        claimed as they are created and run right after the job that enqueued them,
+        and count in the return value.
+        """
+        pending: deque[int | Job] = deque(self._claim())
+        follow_ups_left = self.batch
+        ran = 0
+        while pending:
             if self.stopping.is_set():
                 # Hand the rest of the batch back now, so that another worker does not
                 # wait for their leases to run out.
-                self._release(job_ids[position:])
+                self._release([_id_of(job) for job in pending])
                 break
-            self._run(job_id)
-        return len(job_ids)
+            follow_ups = self._run(pending.popleft(), follow_ups_left)
+            follow_ups_left -= len(follow_ups)
+            pending.extendleft(reversed(follow_ups))
+            ran += 1
+        return ran
 
     def run_until_idle(self, max_rounds: int = 1000) -> int:
         """Run due jobs until none is due (for tests and the CLI); return the count."""
@@ -155,20 +167,36 @@ class Worker:
             )
         log.info("worker_released_jobs", worker=self.name, count=len(job_ids))
 
-    def _run(self, job_id: int) -> None:
+    def _run(self, claimed: int | Job, follow_ups_max: int = 0) -> list[Job]:
+        """Run one claimed job, given by id or as a follow-up, and commit it. Return
+        the follow-up jobs, at most `follow_ups_max`, that it enqueued claimed by
+        this worker."""
         factory = self.runtime.session_factory
         session: Session = factory()
+        job_id = _id_of(claimed)
+        claim = FollowUpClaim(
+            worker=self.name,
+            locked_until=utcnow() + timedelta(seconds=LEASE_SECONDS),
+            limit=follow_ups_max,
+        )
         try:
-            job = session.get(Job, job_id)
+            job: Job | None
+            if isinstance(claimed, Job):
+                # This worker committed the follow-up a moment ago, claimed, so the
+                # object holds the row as stored and is not read again.
+                job = session.merge(claimed, load=False)
+            else:
+                job = session.get(Job, job_id)
             if job is None or job.locked_by != self.name or job.status != "running":
                 session.rollback()
-                return
+                return []
             handler = HANDLERS.get(job.kind)
             if handler is None:
                 raise LookupError(f"no handler is registered for job kind {job.kind!r}")
             context = JobContext(
                 runtime=self.runtime, job_id=job.id, attempt=job.attempts
             )
+            session.info[FOLLOW_UP_CLAIM] = claim
             handler(context, session, dict(job.payload))
             job.status = "done"
             job.locked_by = None
@@ -176,6 +204,7 @@ class Worker:
             job.last_error = None
             job.updated_at = utcnow()
             session.commit()
+            return claim.jobs
         except RetryLater as retry:
             session.rollback()
             self._reschedule(
@@ -187,6 +216,12 @@ class Worker:
             self._reschedule(job_id, None, _short_traceback(exc), count_attempt=True)
         finally:
             session.close()
+        if claim.job_ids:
+            # A handler that commits on its own (a label bought from a provider) may
+            # have committed follow-ups before it failed. The others rolled back with
+            # the job, and releasing them changes nothing.
+            self._release(claim.job_ids)
+        return []
 
     def _reschedule(
         self, job_id: int, delay: float | None, error: str, *, count_attempt: bool
@@ -213,6 +248,10 @@ class Worker:
             job.status = "queued"
             wait = delay if delay is not None else backoff_seconds(job.attempts)
             job.run_at = now + timedelta(seconds=wait)
+
+
+def _id_of(job: int | Job) -> int:
+    return job.id if isinstance(job, Job) else job
 
 
 def _short_traceback(exc: Exception) -> str:

@@ -5,6 +5,12 @@ as the recipient, the carrier and tracking number as text and as a Code 128 barc
 the refund id as the RMA number and the returned item. Each text is wrapped and cut
 to fit its box, so long names stay inside the page. Characters the chosen font cannot
 draw are replaced (accents dropped, anything else shown as "?") instead of failing.
+
+A TrueType font is still embedded as a subset in every label, so names in any script
+the font covers print. Only the work is shared: each font face keeps the subsets it
+built, compressed, and a label that needs the same glyphs reuses them. Building and
+compressing the subset took most of a label's rendering time, and the kept subset
+has the same bytes.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from typing import Any
 
 import structlog
 from reportlab.graphics.barcode import code128
-from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.ttfonts import TTFError, TTFont
+from reportlab.pdfbase import pdfdoc, pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFError, TTFont, TTFontFace
 from reportlab.pdfgen import canvas
 
 log = structlog.get_logger(__name__)
@@ -105,6 +111,10 @@ class ReturnLabel:
             raise ValueError(
                 f"tracking number {number!r} must be non-empty printable ASCII"
             )
+
+
+# The subset keeper of each TrueType font the labels registered, by font name.
+SUBSET_KEEPERS: dict[str, _SubsetKeeper] = {}
 
 
 @dataclass(frozen=True)
@@ -341,8 +351,72 @@ def _register(regular: Path, bold: Path) -> _Fonts:
     bold_font = TTFont(bold_name, str(bold))
     pdfmetrics.registerFont(regular_font)
     pdfmetrics.registerFont(bold_font)
+    _keep_subsets(regular_name)
+    _keep_subsets(bold_name)
     # A character counts as drawable only when both weights have a glyph for it.
     coverage = frozenset(regular_font.face.charToGlyph) & frozenset(
         bold_font.face.charToGlyph
     )
     return _Fonts(regular_name, bold_name, coverage)
+
+
+# Font subsets a process keeps per font face. With reportlab's ASCII-readable
+# subsets (the default), code points 32 to 127 sit in fixed places of subset 0, so
+# every label whose text is ASCII embeds the same subset and shares one entry.
+FONT_SUBSETS_MAX = 64
+
+
+class _SubsetKeeper:
+    """Makes a font face build each distinct font subset once per process.
+
+    For every PDF, reportlab cuts a TrueType subset of the glyphs the document uses
+    out of the font and compresses it, which took most of a label's rendering time.
+    Both steps depend only on the face and the subset's code points, so a kept
+    subset gives the same bytes as a new one.
+    """
+
+    def __init__(self, face: TTFontFace) -> None:
+        self.face = face
+        self._build_subset = face.makeSubset
+        self._add_subset_objects = face.addSubsetObjects
+        self.kept = lru_cache(maxsize=FONT_SUBSETS_MAX)(self._build)
+        face.makeSubset = self.make_subset
+        face.addSubsetObjects = self.add_subset_objects
+
+    def _build(self, code_points: tuple[int, ...]) -> tuple[bytes, bytes]:
+        data = self._build_subset(list(code_points))
+        return data, pdfdoc.PDFZCompress.encode(data)
+
+    def make_subset(self, subset: list[int]) -> bytes:
+        return self.kept(tuple(subset))[0]
+
+    def add_subset_objects(self, doc: Any, fontname: str, subset: list[int]) -> Any:
+        descriptor = self._add_subset_objects(doc, fontname, subset)
+        if doc.compression:
+            _use_compressed(doc, descriptor, self.kept(tuple(subset))[1])
+        return descriptor
+
+
+def _keep_subsets(font_name: str) -> None:
+    """Give the face of the registered font `font_name` a subset keeper, once.
+
+    reportlab (5.1) ignores a TrueType font registered under a name already taken,
+    and resolves a new name whose face was registered before to the earlier font.
+    So the keeper goes on the face that the name resolves to.
+    """
+    face = pdfmetrics.getFont(font_name).face
+    keeper = next((kept for kept in SUBSET_KEEPERS.values() if kept.face is face), None)
+    SUBSET_KEEPERS[font_name] = keeper or _SubsetKeeper(face)
+
+
+def _use_compressed(doc: Any, descriptor: Any, compressed: bytes) -> None:
+    """Put the kept compressed bytes in the font file stream of `descriptor`.
+
+    reportlab writes a stream whose dictionary names its Filter as it is, so the
+    stream is not compressed again when the document is saved.
+    """
+    font_file = doc.idToObject[doc.idToObject[descriptor.name].dict["FontFile2"].name]
+    font_file.content = compressed
+    font_file.dictionary["Filter"] = pdfdoc.PDFArray(
+        [pdfdoc.PDFName(pdfdoc.PDFZCompress.pdfname)]
+    )

@@ -152,9 +152,11 @@ _connections = threading.local()
 class SmtpBackend:
     """Send messages over an SMTP connection reused by the same thread.
 
-    A connection idle for SMTP_IDLE_SECONDS, or one that fails a NOOP, is replaced
-    before the message is sent, so a reused connection that the server closed
-    never loses a message. Any failure during a send closes the connection.
+    A connection idle for SMTP_IDLE_SECONDS is replaced before the message is sent.
+    When a reused connection turns out to be closed (the server dropped it, or
+    replied 421 and closed it), the message is sent again over a new connection,
+    so a reused connection never loses a message. Any failure during a send
+    closes the connection.
     """
 
     name = "smtp"
@@ -172,12 +174,7 @@ class SmtpBackend:
         where = f"{smtp.host}:{smtp.port}"
         message_id = message.get("Message-ID", "(no Message-ID)")
         try:
-            client = self._client()
-            try:
-                rejected = client.send_message(message)
-            except BaseException:
-                _close_quietly(client)
-                raise
+            client, rejected = self._send_once_more_if_dropped(message)
         except MailDeliveryError:
             raise
         except (smtplib.SMTPException, OSError) as exc:
@@ -193,22 +190,45 @@ class SmtpBackend:
                 f"{replies}"
             )
 
+    def _send_once_more_if_dropped(
+        self, message: EmailMessage
+    ) -> tuple[smtplib.SMTP, dict[str, tuple[int, bytes]]]:
+        """Send over this thread's kept connection, or over a new one when there is
+        none or the kept one was closed. Return the client and the rejected
+        recipients. Raises what smtplib raises, after closing the client."""
+        kept = self._kept_client()
+        if kept is not None:
+            try:
+                return kept, kept.send_message(message)
+            except (smtplib.SMTPException, OSError) as exc:
+                _close_quietly(kept)
+                if not _is_dropped_connection(exc):
+                    raise
+                # NOTE: a server that closes the connection after it accepted the
+                # message's data but before its reply gets the message twice. The
+                # repeat has the same Message-ID, as a retried job's would.
+        client = self._connect()
+        try:
+            return client, client.send_message(message)
+        except BaseException:
+            _close_quietly(client)
+            raise
+
     def _open_connections(self) -> dict[SmtpSettings, _OpenConnection]:
         if not hasattr(_connections, "by_server"):
             _connections.by_server = {}
         connections: dict[SmtpSettings, _OpenConnection] = _connections.by_server
         return connections
 
-    def _client(self) -> smtplib.SMTP:
-        """Return this thread's live connection to the server, or a new one."""
-        connections = self._open_connections()
-        kept = connections.pop(self.smtp, None)
-        if kept is not None:
-            idle = time.monotonic() - kept.last_used
-            if idle < SMTP_IDLE_SECONDS and _answers_noop(kept.client):
-                return kept.client
-            _close_quietly(kept.client)
-        return self._connect()
+    def _kept_client(self) -> smtplib.SMTP | None:
+        """Take this thread's connection to the server if it was used recently."""
+        kept = self._open_connections().pop(self.smtp, None)
+        if kept is None:
+            return None
+        if time.monotonic() - kept.last_used < SMTP_IDLE_SECONDS:
+            return kept.client
+        _close_quietly(kept.client)
+        return None
 
     def _connect(self) -> smtplib.SMTP:
         smtp = self.smtp
@@ -244,12 +264,14 @@ class SmtpBackend:
             )
 
 
-def _answers_noop(client: smtplib.SMTP) -> bool:
-    try:
-        code, _text = client.noop()
-    except (smtplib.SMTPException, OSError):
-        return False
-    return code == 250
+def _is_dropped_connection(exc: BaseException) -> bool:
+    """Return whether `exc` means the server had closed the connection: a socket
+    error, a closed stream, or reply 421 (the server is closing the channel)."""
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code == 421
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return all(code == 421 for code, _text in exc.recipients.values())
+    return isinstance(exc, smtplib.SMTPServerDisconnected | OSError)
 
 
 def _close_quietly(client: smtplib.SMTP) -> None:

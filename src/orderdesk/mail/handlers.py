@@ -14,7 +14,8 @@ from email.utils import getaddresses, make_msgid
 from typing import Any
 
 import structlog
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session, joinedload, lazyload
 
 from orderdesk.db.base import utcnow
 from orderdesk.jobs.models import Job
@@ -78,14 +79,7 @@ def send_refund_mail(
     """
     refund_id, kind = _parse_payload(payload)
     settings = context.runtime.settings
-    refund = session.get(Refund, refund_id)
-    if refund is None:
-        raise LookupError(
-            f"refund {refund_id} of mail.send job {context.job_id} is not found"
-        )
-    order = session.get(Order, refund.order_id)
-    if order is None:
-        raise LookupError(f"order {refund.order_id} of refund {refund_id} is not found")
+    refund, order = _refund_and_order(session, refund_id, context.job_id)
     to_email = order_email(order)
     if not to_email:
         log.warning(
@@ -100,6 +94,26 @@ def send_refund_mail(
     date = job.created_at if job is not None else utcnow()
     message = build_refund_message(mail, settings, date=date)
     send_message(settings, message, kind=kind)
+
+
+def _refund_and_order(
+    session: Session, refund_id: str, job_id: int
+) -> tuple[Refund, Order]:
+    """Load the refund and its order with the line items in one query. The email
+    shows no history, so the refund's events are not loaded."""
+    query = (
+        select(Refund, Order)
+        .outerjoin(Order, Order.id == Refund.order_id)
+        .where(Refund.id == refund_id)
+        .options(lazyload(Refund.history_events), joinedload(Order.line_items))
+    )
+    row = session.execute(query).unique().first()
+    if row is None:
+        raise LookupError(f"refund {refund_id} of mail.send job {job_id} is not found")
+    refund, order = row
+    if order is None:
+        raise LookupError(f"order {refund.order_id} of refund {refund_id} is not found")
+    return refund, order
 
 
 def _parse_payload(payload: dict[str, Any]) -> tuple[str, MailKind]:

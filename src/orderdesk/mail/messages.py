@@ -168,13 +168,19 @@ def _recipient(mail: RefundMail) -> str:
 def _set_stable_boundaries(message: EmailMessage) -> None:
     """Replace the random MIME boundaries by ones derived from the content.
 
-    A boundary is a hash of all parts, so a part could contain it only by containing
-    a hash of itself.
+    A boundary is a hash of every part's headers and encoded body, which together
+    fix the part's bytes, so a part could contain it only by containing a hash of
+    itself. The parts are hashed as stored rather than serialized, which would take
+    longer than building the message.
     """
     digest = hashlib.sha256()
     for part in message.walk():
-        if not part.is_multipart():
-            digest.update(part.as_bytes())
+        if part.is_multipart():
+            continue
+        for name, value in part.items():
+            digest.update(f"{name}: {value}\n".encode("utf-8", "surrogateescape"))
+        payload = part.get_payload()
+        digest.update(f"\n{payload}\x00".encode("utf-8", "surrogateescape"))
     prefix = digest.hexdigest()[:32]
     for index, part in enumerate(message.walk()):
         if part.is_multipart():
