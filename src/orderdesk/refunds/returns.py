@@ -227,6 +227,7 @@ def _store_locked_label(
         kind=PackageKind.RETURN,
         refund_id=refund.id,
         actor=actor,
+        order_locked=True,
     )
     refund.return_carrier = package.carrier_name
     refund.return_tracking_number = package.tracking_number

@@ -134,11 +134,14 @@ def record_package(
     *,
     actor: str = "system",
     settings: Any | None = None,
+    order_locked: bool = False,
 ) -> Package:
     """Record a parcel holding some of a paid order's line items.
 
     Without a tracking URL, the carrier's default page (or the template in
-    `settings.tracking_url_templates`) is used.
+    `settings.tracking_url_templates`) is used. With `order_locked`, the caller has
+    locked and reloaded the order in this transaction already (as
+    `rollup.lock_order` does), so it is not locked and read again.
 
     Raises InvalidShipment for bad input, OrderNotPaid, and PackageExists when the
     carrier and tracking number are already recorded (on any order).
@@ -152,7 +155,8 @@ def record_package(
     estimate = check_time_range(delivery_time_range, "deliveryTimeRange")
     package_kind = PackageKind(kind)
 
-    order = lock_order(session, order.id)
+    if not order_locked:
+        order = lock_order(session, order.id)
     if order.payment_state != PaymentState.COMPLETED:
         raise OrderNotPaid(order.id, order.payment_state, "recording a shipment")
     _raise_if_recorded(session, order, carrier_name, carrier_key, number)
