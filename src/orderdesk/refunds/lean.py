@@ -1,7 +1,7 @@
 """A lean path for refund requests, in front of the FastAPI router.
 
 `POST /api/unstable/orders/{orderId}/refunds` is served here, without the router,
-when it is the common case: an API key that the key cache holds (or a client
+when it is the common case: an API key in the key cache (or a client
 secret), no Idempotency-Key header, a JSON body that `RefundRequestIn` accepts, and
 an order where the request succeeds: paid, the line item shipped, no active request
 for it, the return window open, and an amount the review policy does not accept at
@@ -196,10 +196,10 @@ class _Insert:
     def __init__(self, table: Any, engine: Engine, columns: Sequence[str]) -> None:
         dialect = engine.dialect
         marker = "?" if dialect.name == "sqlite" else "%s"
-        self.given = frozenset(columns)
+        self.caller_columns = frozenset(columns)
         self.defaults: dict[str, Any] = {}
         for column in table.columns:
-            if column.name in self.given:
+            if column.name in self.caller_columns:
                 continue
             if column.primary_key and column.autoincrement in (True, "auto"):
                 continue
@@ -234,8 +234,8 @@ def _bind_processor(column: Any, dialect: Any) -> Callable[[Any], Any] | None:
 
 
 def sqlite_utc_text(value: datetime | None) -> str | None:
-    """Return a UTCDateTime value as SQLAlchemy stores it in SQLite, in a fifth of
-    the time its processors take: the UTC time as fixed-width text."""
+    """Return a UTCDateTime value as SQLAlchemy stores it in SQLite (the UTC time
+    as fixed-width text), without the calls of its two chained processors."""
     if value is None:
         return None
     if value.tzinfo is None:
@@ -340,7 +340,8 @@ class RefundWriter:
             connection = self.engine.raw_connection()
             cursor = connection.cursor()
             if self.is_sqlite:
-                # Never wait for another process's write lock on the event loop.
+                # BEGIN IMMEDIATE then fails at once while another process writes,
+                # so the event loop does not wait in SQLite's busy handler.
                 cursor.execute("PRAGMA busy_timeout=0")
             else:
                 cursor.execute(
@@ -506,7 +507,7 @@ class RefundWriter:
     ) -> tuple[Any, ...] | None:
         """Return the order's access and price columns: project, client secret
         hash, payment state, currency, whether the line item has an active
-        request, whether an outbound package holds it, then the line item's
+        request, whether an outbound package contains it, then the line item's
         index, quantity, unit price, tax, shipping, total and delivery time. None
         when the order or the line item does not exist."""
         if not self.is_sqlite:
@@ -557,7 +558,7 @@ class RefundWriter:
             updated_at=now,
         )
         refund_values = self._refund.parameters(
-            {name: getattr(refund, name) for name in self._refund.given}
+            {name: getattr(refund, name) for name in self._refund.caller_columns}
         )
         event_at = utcnow()
         event_values = self._event.parameters(
