@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from orderdesk import __version__
 from orderdesk.config import Settings, load_settings
-from orderdesk.fastpath import LeanReadMiddleware, Replies
+from orderdesk.fastpath import KeyLookups, LeanReadMiddleware, Replies
 from orderdesk.http import BodyLimitMiddleware, install_error_handlers
 from orderdesk.logs import configure_logging
 from orderdesk.observability import Metrics, RequestContextMiddleware
@@ -83,6 +83,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.replies = Replies(OrderAccessReader(runtime.engine), ReplyCache())
     app.state.refund_writers = RefundWriters(runtime.engine)
+    app.state.key_lookups = KeyLookups()
     install_error_handlers(app)
     # Inside the body limit and the timeout, which bound the body it reads and the
     # time it may wait for a busy database, as they bound the router's requests.

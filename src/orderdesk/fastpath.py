@@ -130,6 +130,34 @@ def _no_key_lookup() -> Any:
     raise _KeyNotCached("")
 
 
+class KeyLookups:
+    """The API key lookups in flight, by key value, shared by the lean paths.
+
+    There is one lookup per key however many requests wait for it, so an expired
+    cache entry costs one query, not one per request in flight (which could take
+    every connection of the pool).
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, asyncio.Future[None]] = {}
+
+    async def look_up(self, sessions: Any, value: str) -> None:
+        """Look the key up in the thread pool, or wait for the lookup in flight,
+        so that the key cache contains it if the key exists. Raises the error of
+        a lookup made here; a waiter then finds the key still missing."""
+        pending = self._pending.get(value)
+        if pending is not None:
+            await asyncio.shield(pending)
+            return
+        pending = asyncio.get_running_loop().create_future()
+        self._pending[value] = pending
+        try:
+            await anyio.to_thread.run_sync(find_key, sessions, value)
+        finally:
+            del self._pending[value]
+            pending.set_result(None)
+
+
 class LeanReadMiddleware:
     """Serve the polled reads from the reply cache, or pass them to the router."""
 
@@ -137,10 +165,6 @@ class LeanReadMiddleware:
         self.app = app
         self.fastapi_app = fastapi_app
         self._routes: dict[str, Any] = {}
-        # Key lookups in flight, by key value: one per key however many requests
-        # wait for it, so an expired cache entry costs one query, not one per
-        # request in flight (which could take every connection of the pool).
-        self._key_lookups: dict[str, asyncio.Future[None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -200,29 +224,17 @@ class LeanReadMiddleware:
         try:
             return self._principal(scope)
         except _KeyNotCached as missing:
-            await self._look_key_up(missing.value)
+            state = self.fastapi_app.state
+            try:
+                await state.key_lookups.look_up(state.session_factory, missing.value)
+            except Exception as exc:
+                log.warning("lean_key_lookup_failed", error=repr(exc))
+                raise _PassThrough from exc
         try:
             return self._principal(scope)
         except _KeyNotCached as missing:
             # Unknown keys are never cached: the router sends their 401.
             raise _PassThrough from missing
-
-    async def _look_key_up(self, value: str) -> None:
-        pending = self._key_lookups.get(value)
-        if pending is not None:
-            await asyncio.shield(pending)
-            return
-        pending = asyncio.get_running_loop().create_future()
-        self._key_lookups[value] = pending
-        sessions = self.fastapi_app.state.session_factory
-        try:
-            await anyio.to_thread.run_sync(find_key, sessions, value)
-        except Exception as exc:
-            log.warning("lean_key_lookup_failed", error=repr(exc))
-            raise _PassThrough from exc
-        finally:
-            del self._key_lookups[value]
-            pending.set_result(None)
 
     def _principal(self, scope: Scope) -> Principal | OrderDeskError:
         """Authenticate as `get_principal` does, without its rate limit hit.
