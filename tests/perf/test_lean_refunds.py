@@ -1,4 +1,4 @@
-"""The lean refund-request path writes and answers exactly as the router does.
+"""The lean refund-request path writes and replies exactly as the router does.
 
 Two apps share one runtime (one database): `create_app` as it is, and the same app
 with LeanRefundMiddleware taken out. A refund that succeeds cannot be requested twice,
@@ -109,13 +109,13 @@ class Pair:
         response = client.post(
             f"{UNSTABLE}/{order_id}/refunds", content=content, headers=headers
         )
-        kept = [
+        headers_kept = [
             (name, value)
             for name, value in response.headers.multi_items()
             if name != "x-request-id"
         ]
         served = lean_middleware(self.lean_app).served > before
-        return Reply(response.status_code, kept, response.content, served)
+        return Reply(response.status_code, headers_kept, response.content, served)
 
     def compare_failure(
         self, order_id: str, content: bytes | None, headers: dict[str, str]
@@ -359,10 +359,11 @@ def test_order_states_that_refuse_go_to_the_router(
     expired = shipped_order(runtime, items=1, delivered_days_ago=400)
     requested = shipped_order(runtime, items=1, delivered_days_ago=1)
     first = pair.post(pair.lean, requested.id, json_body(0), headers)
-    assert first.status == 201 and first.served_lean
+    assert first.status == 201
+    assert first.served_lean
     for order in (unpaid, unshipped, expired, requested):
         pair.compare_failure(order.id, json_body(0), headers)
-    # Only line item 0 is in a package, and a return parcel holds line item 1.
+    # Only line item 0 is in a package, and a return parcel contains line item 1.
     partly = new_paid_order(runtime, items=2)
     with runtime.session_factory() as session, session.begin():
         factories.make_package(session, partly.id, [0])
@@ -393,7 +394,8 @@ def test_idempotency_key_goes_to_the_router(
     first = pair.post(pair.lean, order.id, json_body(0), headers)
     again = pair.post(pair.lean, order.id, json_body(0), headers)
     assert (first.status, again.status) == (201, 201)
-    assert not first.served_lean and not again.served_lean
+    assert not first.served_lean
+    assert not again.served_lean
     assert again.body == first.body
     assert ("idempotent-replayed", "true") in again.headers
 
@@ -458,7 +460,8 @@ class TestRateLimit:
         headers = key_headers(api_key)
         # The warm-up request of the fixture had no key, so nothing is counted yet.
         served = pair.post(pair.lean, orders[0].id, json_body(0), headers)
-        assert served.status == 201 and served.served_lean
+        assert served.status == 201
+        assert served.served_lean
         # A write that fails after the count goes to the router, which does not
         # count the request a second time.
         real_write = lean.RefundWriter.write
@@ -469,10 +472,12 @@ class TestRateLimit:
 
         monkeypatch.setattr(lean.RefundWriter, "write", failing_write)
         routed = pair.post(pair.lean, orders[1].id, json_body(0), headers)
-        assert routed.status == 201 and not routed.served_lean
+        assert routed.status == 201
+        assert not routed.served_lean
         monkeypatch.setattr(lean.RefundWriter, "write", real_write)
         third = pair.post(pair.lean, orders[2].id, json_body(0), headers)
-        assert third.status == 201 and third.served_lean
+        assert third.status == 201
+        assert third.served_lean
         limited = pair.post(pair.lean, orders[3].id, json_body(0), headers)
         assert limited.status == 429
         assert ("retry-after", limited.headers[-1][1]) in limited.headers or any(

@@ -183,7 +183,7 @@ class Worker:
             job: Job | None
             if isinstance(claimed, Job):
                 # This worker committed the follow-up a moment ago, claimed, so the
-                # object holds the row as stored and is not read again.
+                # object contains the row as stored and is not read again.
                 job = session.merge(claimed, load=False)
             else:
                 job = session.get(Job, job_id)

@@ -1,7 +1,7 @@
 """A lean path for refund requests, in front of the FastAPI router.
 
 `POST /api/unstable/orders/{orderId}/refunds` is served here, without the router,
-when it is the common case: an API key in the key cache (or a client
+when it is the common case. That is an API key in the key cache (or a client
 secret), no Idempotency-Key header, a JSON body that `RefundRequestIn` accepts, and
 an order where the request succeeds: paid, the line item shipped, no active request
 for it, the return window open, and an amount the review policy does not accept at
@@ -50,7 +50,6 @@ from orderdesk.auth.services import (
     KeyPrincipal,
     SecretPrincipal,
     authenticate_key,
-    find_key,
     hash_secret,
 )
 from orderdesk.db.base import UTCDateTime, utcnow
@@ -505,11 +504,14 @@ class RefundWriter:
     def _read_order(
         self, cursor: Any, order_id: str, line_item: int
     ) -> tuple[Any, ...] | None:
-        """Return the order's access and price columns: project, client secret
-        hash, payment state, currency, whether the line item has an active
-        request, whether an outbound package contains it, then the line item's
-        index, quantity, unit price, tax, shipping, total and delivery time. None
-        when the order or the line item does not exist."""
+        """Return the order's access and price columns, or None when the order or
+        the line item does not exist.
+
+        The columns are the project, client secret hash, payment state and
+        currency, whether the line item has an active request, and whether an
+        outbound package contains it. The line item's index, quantity, unit price,
+        tax, shipping, total and delivery time follow.
+        """
         if not self.is_sqlite:
             # One round trip on PostgreSQL.
             cursor.execute(
@@ -675,7 +677,6 @@ class LeanRefundMiddleware:
         self.app = app
         self.fastapi_app = fastapi_app
         self._route: Any = None
-        self._key_lookups: dict[str, asyncio.Future[Any]] = {}
         self.served = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -737,11 +738,14 @@ class LeanRefundMiddleware:
     async def _decide(
         self, state: Any, writers: RefundWriters, request: _Request
     ) -> _Outcome:
-        """Run the request on a writer: on the event loop for SQLite, whose
-        statements never wait (the write lock is taken only when free), and in
-        the thread pool for PostgreSQL, whose round trips and commits would hold
-        up the loop and overlap across connections there. A busy database is
-        waited for in short sleeps, for up to BUSY_WAIT_SECONDS."""
+        """Run the request on a writer and return what became of it.
+
+        SQLite's statements run on the event loop, because they never wait: the
+        write lock is taken only when free. PostgreSQL's run in the thread pool,
+        so that their round trips and commits do not hold up the loop and
+        overlap across connections. A busy database is waited for in short
+        sleeps, for up to BUSY_WAIT_SECONDS.
+        """
         settings = state.settings
         in_thread = not writers.is_sqlite or bool(
             settings.redis_url and settings.rate_limit_writes_per_minute > 0
@@ -784,25 +788,18 @@ class LeanRefundMiddleware:
     async def _authenticate(
         self, scope: Scope
     ) -> KeyPrincipal | SecretPrincipal | None:
-        """Return the principal, looking an API key up first when the key cache
-        does not hold it (one lookup per key, however many requests wait)."""
+        """Return the principal, looking an API key up first (once for all the
+        requests waiting for it) when the key cache does not contain it."""
         try:
             return self._principal(scope)
         except _KeyNotCached as missing:
             value = missing.value
-        pending = self._key_lookups.get(value)
-        if pending is None:
-            pending = asyncio.ensure_future(
-                anyio.to_thread.run_sync(
-                    find_key, self.fastapi_app.state.session_factory, value
-                )
-            )
-            self._key_lookups[value] = pending
-            pending.add_done_callback(lambda _: self._key_lookups.pop(value, None))
+        state = self.fastapi_app.state
         try:
-            await asyncio.shield(pending)
+            await state.key_lookups.look_up(state.session_factory, value)
             return self._principal(scope)
-        except Exception:  # noqa: BLE001 - the router reports the failure
+        except Exception as exc:  # noqa: BLE001 - the router reports the failure
+            log.warning("lean_key_lookup_failed", error=repr(exc))
             return None
 
     def _principal(self, scope: Scope) -> KeyPrincipal | SecretPrincipal | None:
@@ -852,7 +849,8 @@ class _Request:
 @dataclass
 class _Outcome:
     """What became of a request: a reply, an error to send, or nothing, which
-    sends it to the router. `counted` says the rate limit counted it."""
+    sends it to the router. `counted` tells whether the rate limit
+    counted it."""
 
     reply: dict[str, Any] | None = None
     queued: bool = False

@@ -102,7 +102,7 @@ def request_refund(
         # Accepted by the policy: issue the label now, as an accept request does.
         returns.try_issue_return_label(session, settings, refund.id, actor="system")
         reply = refund_body(services.get_refund(session, order, refund.id))
-    # orjson, as the lean path in refunds.lean answers: the same bytes either way.
+    # orjson, as the lean path in refunds.lean encodes it: the same bytes either way.
     return json_response(reply, status_code=201)
 
 

@@ -158,7 +158,7 @@ class RefundView(Protocol):
 def refund_body(
     refund: RefundView, history: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    """The refund as the API shows it. `history` stands in for the entries of the
+    """The refund as the API shows it. `history` replaces the entries of the
     refund's loaded history, for a refund written without the ORM."""
     if history is None:
         history = [_history_entry(event) for event in refund.history_events]
