@@ -109,6 +109,7 @@ class Options:
     worker_webhooks: int
     keep: bool
     skip_worker: bool
+    skip_reads: bool = False
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -148,6 +149,11 @@ def parse_options(argv: list[str] | None = None) -> Options:
         "--keep", action="store_true", help="Keep the databases and the work folder."
     )
     parser.add_argument("--skip-worker", action="store_true")
+    parser.add_argument(
+        "--skip-reads",
+        action="store_true",
+        help="Measure only the floor and the write endpoints (and the worker).",
+    )
     args = parser.parse_args(argv)
     databases = [name.strip() for name in args.databases.split(",") if name.strip()]
     unknown = sorted(set(databases) - {"sqlite", "postgres"})
@@ -166,6 +172,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         worker_webhooks=args.worker_webhooks,
         keep=args.keep,
         skip_worker=args.skip_worker,
+        skip_reads=args.skip_reads,
     )
 
 
@@ -398,8 +405,9 @@ class BenchRun:
             "small": self.read_files("small", kind, small_ids),
             "big": self.read_files("big", kind, big_ids),
         }
-        phase.reads = self.read_targets(kind, servers, floors, files)
-        self.run_rounds(phase.reads, f"{kind} reads")
+        if not self.options.skip_reads:
+            phase.reads = self.read_targets(kind, servers, floors, files)
+            self.run_rounds(phase.reads, f"{kind} reads")
 
         refund_file = self.write_targets(
             f"{kind}-refund-targets",
