@@ -14,6 +14,8 @@ from structlog.testing import capture_logs
 from orderdesk import logs
 from orderdesk.config import Settings
 from orderdesk.logs import ACCESS_EVENT, configure_logging, write_access_line
+from orderdesk.refunds.statuses import RefundStatus
+from orderdesk.shipping.statuses import PackageKind
 
 TIMESTAMP = re.compile(r'"timestamp": "[^"]*"')
 
@@ -179,6 +181,8 @@ INFO_CASES = [
     ("refund_requested", {"order_id": "o-1", "refund_id": "r-1", "line_item": 3}),
     ("quoted", {"text": 'a "b" \\ \u00e9\u4e2d\n', "count": -7}),
     ("no_fields", {}),
+    ("flags", {"queued": True, "sent": False, "big": 2**70, "zero": 0}),
+    ("enum_value", {"status": RefundStatus.INITIATED, "kind": PackageKind.OUTBOUND}),
 ]
 
 

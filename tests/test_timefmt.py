@@ -20,6 +20,16 @@ def test_iso_converts_offset_to_utc() -> None:
     assert iso(value) == "2026-03-01T17:05:09.000Z"
 
 
+def test_iso_four_digit_year() -> None:
+    value = datetime(999, 5, 1, 8, 0, 0, 1500, tzinfo=UTC)
+    assert iso(value) == "0999-05-01T08:00:00.001Z"
+
+
+def test_iso_round_trips_parse() -> None:
+    value = datetime(999, 5, 1, 8, 0, 0, 1000, tzinfo=UTC)
+    assert parse_rfc3339(iso(value)) == value
+
+
 def test_iso_keeps_none() -> None:
     assert iso(None) is None
 

@@ -142,7 +142,8 @@ def write_info_line(event: str, fields: dict[str, str | int]) -> bool:
     if not writes_info:
         return True
     parts = [
-        f"{json.dumps(name)}: {json.dumps(value)}" for name, value in fields.items()
+        f"{encode_basestring_ascii(name)}: {_json_scalar(value)}"
+        for name, value in fields.items()
     ]
     _write_line(
         "{"
@@ -157,6 +158,17 @@ def write_info_line(event: str, fields: dict[str, str | int]) -> bool:
         + '"}'
     )
     return True
+
+
+def _json_scalar(value: str | int) -> str:
+    """Return a string or integer as json.dumps encodes it, with less work."""
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    return json.dumps(value)
 
 
 def _direct_writes_allowed() -> tuple[str, bool] | None:

@@ -36,8 +36,9 @@ def iso(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r} has no offset. Attach UTC first")
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    # In UTC, isoformat() ends with "+00:00", and it writes the year with four
+    # digits (with glibc, strftime's %Y writes a year before 1000 with fewer).
+    return value.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_rfc3339(text: str) -> datetime:
