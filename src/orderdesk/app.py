@@ -63,7 +63,7 @@ def create_app(
                 app.state.worker.stop()
                 worker_thread.join(timeout=settings.shutdown_grace_seconds)
             app.state.replies.close()
-            app.state.refund_writers.close()
+            await app.state.refund_writers.close()
             runtime.close()
 
     app = FastAPI(

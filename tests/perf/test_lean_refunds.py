@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -464,17 +465,11 @@ class TestRateLimit:
         assert served.served_lean
         # A write that fails after the count goes to the router, which does not
         # count the request a second time.
-        real_write = lean.RefundWriter.write
-
-        def failing_write(self: lean.RefundWriter, *args: Any, **kw: Any) -> Any:
-            self.abandon()
-            raise sqlite3.OperationalError("disk I/O error")
-
-        monkeypatch.setattr(lean.RefundWriter, "write", failing_write)
-        routed = pair.post(pair.lean, orders[1].id, json_body(0), headers)
+        with monkeypatch.context() as patched:
+            fail_writes(patched, runtime)
+            routed = pair.post(pair.lean, orders[1].id, json_body(0), headers)
         assert routed.status == 201
         assert not routed.served_lean
-        monkeypatch.setattr(lean.RefundWriter, "write", real_write)
         third = pair.post(pair.lean, orders[2].id, json_body(0), headers)
         assert third.status == 201
         assert third.served_lean
@@ -484,6 +479,23 @@ class TestRateLimit:
             name == "retry-after" for name, _ in limited.headers
         )
         assert len([r for r in orders if _has_refund(runtime, r.id)]) == 3
+
+
+def fail_writes(monkeypatch: pytest.MonkeyPatch, runtime: Runtime) -> None:
+    """Make the lean path's inserts fail, with its transaction still open."""
+    if runtime.engine.dialect.name == "sqlite":
+
+        def failing_write(self: lean.RefundWriter, *args: Any, **kw: Any) -> Any:
+            self.abandon()
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(lean.RefundWriter, "write", failing_write)
+        return
+
+    async def failing_execute(*_args: Any) -> None:
+        raise psycopg.errors.DiskFull("could not extend file")
+
+    monkeypatch.setattr(lean.PostgresRefundWriter, "_execute", failing_execute)
 
 
 def _has_refund(runtime: Runtime, order_id: str) -> bool:

@@ -10,8 +10,9 @@ once. The checks and writes are the ones the route makes through the ORM
 transaction on a connection of this path's own: the refund, its history event,
 one webhook delivery and job per subscribed endpoint, and the order's revision.
 On SQLite they run on the event loop, since none of them waits: the write lock is
-taken only when it is free. On PostgreSQL they run in the thread pool, on one of
-POSTGRES_WRITERS connections, so that round trips and commits overlap.
+taken only when it is free. On PostgreSQL they run on the event loop too, on one of
+POSTGRES_WRITERS async psycopg connections, so that round trips and commits
+overlap without a thread per request.
 
 Everything else goes to the router with its body replayed, before anything is
 written: other paths, a key the cache does not hold, any request the router would
@@ -32,13 +33,14 @@ import hmac
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import anyio
+import psycopg
 import structlog
 from fastapi import FastAPI
 from pydantic import ValidationError
@@ -96,8 +98,10 @@ _JSON_TYPES = frozenset(
 # No order has more line items than this, and larger indexes overflow the
 # database's integer type.
 MAX_LINE_ITEM_INDEX = 2**31 - 1
-# PostgreSQL connections of this path, each used by one thread-pool call at a time.
+# PostgreSQL connections of this path, each used by one request at a time.
 POSTGRES_WRITERS = 8
+# How long opening one of them may take before the request goes to the router.
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 # How long a request waits, in short sleeps, for the SQLite write lock before it
 # goes to the router: as long as the router's own writers wait for the lock.
 # Sending it on sooner would only queue one more writer for the same lock.
@@ -125,7 +129,10 @@ _STATEMENTS = {
 }
 
 
-# The "order", "item" and "packages" statements as one, for PostgreSQL.
+# The "order", "item", "packages" and "endpoints" statements as one, for
+# PostgreSQL. The endpoints come as a JSON array of [id, events] pairs, in the
+# order `emit_event` reads them. They are locked FOR KEY SHARE, as `emit_event`
+# locks them, so an endpoint deleted at the same time waits for this transaction.
 _POSTGRES_ORDER = (
     "SELECT o.project_id, o.client_secret_hash, o.payment_state, o.currency, "
     "EXISTS (SELECT 1 FROM refunds WHERE order_id = o.id AND line_item = %s "
@@ -133,7 +140,11 @@ _POSTGRES_ORDER = (
     "EXISTS (SELECT 1 FROM packages WHERE order_id = o.id AND kind = %s "
     "AND line_items::jsonb @> to_jsonb(%s::integer)), "
     'li."index", li.quantity, li.unit_price, li.sales_tax, li.shipping, li.total, '
-    "li.delivered_at FROM orders AS o LEFT JOIN LATERAL ("
+    "li.delivered_at, "
+    "(SELECT json_agg(json_build_array(e.id, e.events) ORDER BY e.created_at, e.id) "
+    "FROM (SELECT id, events, created_at FROM webhook_endpoints "
+    "WHERE project_id = o.project_id FOR KEY SHARE) AS e) "
+    "FROM orders AS o LEFT JOIN LATERAL ("
     'SELECT "index", quantity, unit_price, sales_tax, shipping, total, delivered_at '
     'FROM order_line_items WHERE order_id = o.id ORDER BY "index" LIMIT 1 OFFSET %s'
     ") AS li ON true WHERE o.id = %s"
@@ -252,31 +263,32 @@ def _result(table: Any, column: str, engine: Engine) -> Callable[[Any], Any]:
     return processor or (lambda value: value)
 
 
-class RefundWriter:
-    """Runs the lean path's transaction on one DBAPI connection of the engine.
+@dataclass
+class _WritePlan:
+    """The statements that write a draft, in order, and the reply they make."""
 
-    Used by one caller at a time (see RefundWriters). `check` opens the transaction
-    and either returns a Draft, leaving the transaction open, or returns None after
-    rolling it back. `write` then commits the draft, and `abandon` rolls it back.
-    """
+    statements: list[tuple[str, tuple[Any, ...]]]
+    reply: dict[str, Any]
+    # The webhook event's message id, when an endpoint subscribes.
+    message_id: str | None
+
+
+class _RefundRows:
+    """The checks and the row values of the lean path for one engine, with each
+    statement in the driver's own parameter style."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
-        self._connection: Any = None
-        self._open_lock = threading.Lock()
-        self._sql = {
+        self.sql = {
             name: statement if self.is_sqlite else statement.replace("?", "%s")
             for name, statement in _STATEMENTS.items()
         }
-        if not self.is_sqlite:
-            self._sql["endpoints"] += " FOR KEY SHARE"
         items = LineItem.__table__
-        self._decimal = _result(items, "unit_price", engine)
-        self._datetime = _result(items, "delivered_at", engine)
-        self._json = _result(Package.__table__, "line_items", engine)
-        self._events_json = _result(WebhookEndpoint.__table__, "events", engine)
-        self._refund = _Insert(
+        self.decimal = _result(items, "unit_price", engine)
+        self.datetime = _result(items, "delivered_at", engine)
+        self.json = _result(Package.__table__, "line_items", engine)
+        self.events_json = _result(WebhookEndpoint.__table__, "events", engine)
+        self.refund = _Insert(
             Refund.__table__,
             engine,
             (
@@ -284,7 +296,7 @@ class RefundWriter:
                 "currency", "origin", "created_at", "updated_at",
             ),
         )  # fmt: skip
-        self._event = _Insert(
+        self.event = _Insert(
             OrderEvent.__table__,
             engine,
             (
@@ -297,7 +309,7 @@ class RefundWriter:
                 "created_at",
             ),
         )
-        self._delivery = _Insert(
+        self.delivery = _Insert(
             WebhookDelivery.__table__,
             engine,
             (
@@ -306,7 +318,7 @@ class RefundWriter:
                 "attempt_count", "next_attempt_at", "created_at", "updated_at",
             ),
         )  # fmt: skip
-        self._job = _Insert(
+        self.job = _Insert(
             Job.__table__,
             engine,
             (
@@ -319,12 +331,190 @@ class RefundWriter:
         # queries: one round trip and one driver call instead of three. With
         # webhook rows to write, the revision stays the last lock taken, as
         # `orders.revision` requires.
-        self._rows_at_once: str | None = None
+        self.rows_at_once: str | None = None
         if not self.is_sqlite:
-            self._rows_at_once = (
-                f"WITH refund AS ({self._refund.sql}), event AS ({self._event.sql}) "
-                + self._sql["revision"]
+            self.rows_at_once = (
+                f"WITH refund AS ({self.refund.sql}), event AS ({self.event.sql}) "
+                + self.sql["revision"]
             )
+
+    def amount(
+        self,
+        row: Sequence[Any],
+        line_item: int,
+        principal: KeyPrincipal | SecretPrincipal,
+        return_window: timedelta,
+        auto_accept_below: Decimal | None,
+        now: datetime,
+    ) -> Decimal | None:
+        """Return the amount to refund when the request succeeds, from the order's
+        row (see RefundWriter._read_order), or None when the router must decide.
+        """
+        project_id, secret_hash, payment_state, _currency, requested, shipped = row[:6]
+        item_row = row[6:13]
+        if requested or not shipped:
+            return None
+
+        if isinstance(principal, KeyPrincipal):
+            if project_id != principal.project_id:
+                return None
+        elif not hmac.compare_digest(principal.secret_hash, secret_hash):
+            return None
+        if payment_state != PaymentState.COMPLETED:
+            return None
+        if item_row[0] != line_item:
+            return None
+        delivered_at = self.datetime(item_row[6])
+        if delivered_at is not None and now > delivered_at + return_window:
+            return None
+
+        decimal = self.decimal
+        amount = paid_total(
+            decimal(item_row[5]),
+            decimal(item_row[2]),
+            item_row[1],
+            decimal(item_row[3]),
+            decimal(item_row[4]),
+        )
+        if auto_accept_below is not None and amount < auto_accept_below:
+            return None
+        return amount
+
+    def subscribed(self, endpoints: Iterable[Sequence[Any]]) -> list[str]:
+        """Return the ids of the (id, events) endpoints that receive the
+        refund-initiated event."""
+        event_type = webhook_events.ORDERS_REFUND_INITIATED
+        return [
+            endpoint_id
+            for endpoint_id, events in endpoints
+            if subscribes_to(self.events_json(events), event_type)
+        ]
+
+    def plan(self, draft: Draft, actor: str, now: datetime) -> _WritePlan:
+        """Return the statements that write the draft's rows as the route writes
+        them: the refund, its history event, the webhook rows and the revision."""
+        refund_id = str(uuid.uuid4())
+        status = str(RefundStatus.INITIATED)
+        refund = NewRefund(
+            id=refund_id,
+            order_id=draft.order_id,
+            line_item=draft.line_item,
+            reason=draft.reason,
+            status=status,
+            amount=draft.amount,
+            currency=draft.currency,
+            origin=str(RefundOrigin.BUYER),
+            created_at=now,
+            updated_at=now,
+        )
+        refund_values = self.refund.parameters(
+            {name: getattr(refund, name) for name in self.refund.caller_columns}
+        )
+        event_at = utcnow()
+        event_values = self.event.parameters(
+            {
+                "order_id": draft.order_id,
+                "kind": str(RefundEvent.REQUESTED),
+                "subject_id": refund_id,
+                "to_state": status,
+                "actor": actor,
+                "data": {
+                    "lineItem": draft.line_item,
+                    "amount": format_amount(draft.amount),
+                },
+                "created_at": event_at,
+            }
+        )
+        history = [{"status": status, "at": iso(event_at), "actor": actor}]
+        reply = refund_body(refund, history)
+        if self.rows_at_once is not None and not draft.endpoints:
+            statement = (
+                self.rows_at_once,
+                (*refund_values, *event_values, draft.order_id),
+            )
+            return _WritePlan([statement], reply, None)
+        statements = [(self.refund.sql, refund_values), (self.event.sql, event_values)]
+        message_id = self._emit(statements, draft, reply)
+        statements.append((self.sql["revision"], (draft.order_id,)))
+        return _WritePlan(statements, reply, message_id)
+
+    def _emit(
+        self,
+        statements: list[tuple[str, tuple[Any, ...]]],
+        draft: Draft,
+        data: dict[str, Any],
+    ) -> str | None:
+        """Add the inserts that queue the refund-initiated webhook for each
+        subscribed endpoint, as `webhooks.services.emit_event` does, and return
+        the event's message id (None when no endpoint subscribes)."""
+        if not draft.endpoints:
+            return None
+        now = utcnow()
+        event_type = webhook_events.ORDERS_REFUND_INITIATED
+        body = encode_payload(event_type, now, data)
+        message_id = "msg_" + uuid.uuid4().hex
+        for endpoint_id in draft.endpoints:
+            delivery_id = str(uuid.uuid4())
+            delivery = self.delivery.parameters(
+                {
+                    "delivery_id": delivery_id,
+                    "endpoint_id": endpoint_id,
+                    "project_id": draft.project_id,
+                    "message_id": message_id,
+                    "event_type": event_type,
+                    "order_id": draft.order_id,
+                    "body": body,
+                    "status": DeliveryStatus.PENDING,
+                    "resend_count": 0,
+                    "attempt_count": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            job = self.job.parameters(
+                {
+                    "kind": JOB_KIND,
+                    "payload": {"delivery": delivery_id, "resend": 0, "attempt": 1},
+                    "status": "queued",
+                    "attempts": 0,
+                    "max_attempts": JOB_MAX_ATTEMPTS,
+                    "run_at": now,
+                    "dedupe_key": f"{JOB_KIND}:{delivery_id}:0:1",
+                    "created_at": utcnow(),
+                    "updated_at": utcnow(),
+                }
+            )
+            statements.append((self.delivery.sql, delivery))
+            statements.append((self.job.sql, job))
+        if not self.is_sqlite:
+            statements.append((self.sql["notify"], (NOTIFY_CHANNEL, JOB_KIND)))
+        return message_id
+
+
+def _log_emitted(draft: Draft, message_id: str) -> None:
+    log.info(
+        "webhook_event_emitted",
+        event_type=webhook_events.ORDERS_REFUND_INITIATED,
+        message_id=message_id,
+        order_id=draft.order_id,
+        endpoints=len(draft.endpoints),
+    )
+
+
+class RefundWriter:
+    """Runs the lean path's transaction on one DBAPI connection of a SQLite engine.
+
+    Used by one caller at a time (see RefundWriters). `check` opens the transaction
+    and either returns a Draft, leaving the transaction open, or returns None after
+    rolling it back. `write` then commits the draft, and `abandon` rolls it back.
+    """
+
+    def __init__(self, engine: Engine, rows: _RefundRows) -> None:
+        self.engine = engine
+        self.rows = rows
+        self._connection: Any = None
+        self._open_lock = threading.Lock()
 
     @property
     def is_open(self) -> bool:
@@ -338,15 +528,9 @@ class RefundWriter:
                 return
             connection = self.engine.raw_connection()
             cursor = connection.cursor()
-            if self.is_sqlite:
-                # BEGIN IMMEDIATE then fails at once while another process writes,
-                # so the event loop does not wait in SQLite's busy handler.
-                cursor.execute("PRAGMA busy_timeout=0")
-            else:
-                cursor.execute(
-                    f"SET statement_timeout = '{POSTGRES_STATEMENT_TIMEOUT}'"
-                )
-                connection.commit()
+            # BEGIN IMMEDIATE then fails at once while another process writes,
+            # so the event loop does not wait in SQLite's busy handler.
+            cursor.execute("PRAGMA busy_timeout=0")
             cursor.close()
             self._connection = connection
 
@@ -414,10 +598,7 @@ class RefundWriter:
         self._end(commit=False)
 
     def _begin(self) -> None:
-        connection = self._connection
-        if not self.is_sqlite:
-            return  # psycopg opens the transaction at the first statement
-        dbapi = connection.driver_connection
+        dbapi = self._connection.driver_connection
         lock = dbapi.writer_lock
         if lock is not None:
             if not lock.acquire(blocking=False):
@@ -465,39 +646,14 @@ class RefundWriter:
         row = self._read_order(cursor, order_id, line_item)
         if row is None:
             return None
-        project_id, secret_hash, payment_state, currency, requested, shipped = row[:6]
-        item_row = row[6:]
-        if requested or not shipped:
-            return None
-        if isinstance(principal, KeyPrincipal):
-            if project_id != principal.project_id:
-                return None
-        elif not hmac.compare_digest(principal.secret_hash, secret_hash):
-            return None
-        if payment_state != PaymentState.COMPLETED:
-            return None
-        if item_row[0] != line_item:
-            return None
-        delivered_at = self._datetime(item_row[6])
-        if delivered_at is not None and now > delivered_at + return_window:
-            return None
-        decimal = self._decimal
-        amount = paid_total(
-            decimal(item_row[5]),
-            decimal(item_row[2]),
-            item_row[1],
-            decimal(item_row[3]),
-            decimal(item_row[4]),
+        amount = self.rows.amount(
+            row, line_item, principal, return_window, auto_accept_below, now
         )
-        if auto_accept_below is not None and amount < auto_accept_below:
+        if amount is None:
             return None
-        cursor.execute(self._sql["endpoints"], (project_id,))
-        event_type = webhook_events.ORDERS_REFUND_INITIATED
-        endpoints = [
-            endpoint_id
-            for endpoint_id, events in cursor.fetchall()
-            if subscribes_to(self._events_json(events), event_type)
-        ]
+        project_id, currency = row[0], row[3]
+        cursor.execute(self.rows.sql["endpoints"], (project_id,))
+        endpoints = self.rows.subscribed(cursor.fetchall())
         cursor.close()
         return Draft(order_id, project_id, currency, line_item, "", amount, endpoints)
 
@@ -512,144 +668,224 @@ class RefundWriter:
         outbound package contains it. The line item's index, quantity, unit price,
         tax, shipping, total and delivery time follow.
         """
-        if not self.is_sqlite:
-            # One round trip on PostgreSQL.
-            cursor.execute(
-                _POSTGRES_ORDER,
-                (
-                    line_item,
-                    *ACTIVE_STATUSES,
-                    str(PackageKind.OUTBOUND),
-                    line_item,
-                    line_item,
-                    order_id,
-                ),
-            )
-            row = cursor.fetchone()
-            return None if row is None or row[6] is None else tuple(row)
-        cursor.execute(
-            self._sql["order"], (order_id, line_item, *ACTIVE_STATUSES, order_id)
-        )
+        sql = self.rows.sql
+        cursor.execute(sql["order"], (order_id, line_item, *ACTIVE_STATUSES, order_id))
         order = cursor.fetchone()
         if order is None:
             return None
-        cursor.execute(self._sql["item"], (order_id, line_item))
+        cursor.execute(sql["item"], (order_id, line_item))
         item = cursor.fetchone()
         if item is None:
             return None
-        cursor.execute(self._sql["packages"], (order_id, str(PackageKind.OUTBOUND)))
-        shipped = any(line_item in self._json(value) for (value,) in cursor.fetchall())
+        cursor.execute(sql["packages"], (order_id, str(PackageKind.OUTBOUND)))
+        json_value = self.rows.json
+        shipped = any(line_item in json_value(value) for (value,) in cursor.fetchall())
         return (*order, shipped, *item)
 
     def _write(
         self, draft: Draft, actor: str, now: datetime
     ) -> tuple[dict[str, Any], bool]:
+        plan = self.rows.plan(draft, actor, now)
         cursor = self._connection.cursor()
-        refund_id = str(uuid.uuid4())
-        status = str(RefundStatus.INITIATED)
-        refund = NewRefund(
-            id=refund_id,
-            order_id=draft.order_id,
-            line_item=draft.line_item,
-            reason=draft.reason,
-            status=status,
-            amount=draft.amount,
-            currency=draft.currency,
-            origin=str(RefundOrigin.BUYER),
-            created_at=now,
-            updated_at=now,
-        )
-        refund_values = self._refund.parameters(
-            {name: getattr(refund, name) for name in self._refund.caller_columns}
-        )
-        event_at = utcnow()
-        event_values = self._event.parameters(
-            {
-                "order_id": draft.order_id,
-                "kind": str(RefundEvent.REQUESTED),
-                "subject_id": refund_id,
-                "to_state": status,
-                "actor": actor,
-                "data": {
-                    "lineItem": draft.line_item,
-                    "amount": format_amount(draft.amount),
-                },
-                "created_at": event_at,
-            }
-        )
-        at_once = self._rows_at_once is not None and not draft.endpoints
-        if at_once:
-            cursor.execute(
-                self._rows_at_once, (*refund_values, *event_values, draft.order_id)
-            )
-        else:
-            cursor.execute(self._refund.sql, refund_values)
-            cursor.execute(self._event.sql, event_values)
-        history = [{"status": status, "at": iso(event_at), "actor": actor}]
-        reply = refund_body(refund, history)
-        queued = self._emit(cursor, draft, reply)
-        if not at_once:
-            cursor.execute(self._sql["revision"], (draft.order_id,))
+        for statement, parameters in plan.statements:
+            cursor.execute(statement, parameters)
         cursor.close()
-        return reply, queued
+        if plan.message_id is not None:
+            _log_emitted(draft, plan.message_id)
+        return plan.reply, plan.message_id is not None
 
-    def _emit(self, cursor: Any, draft: Draft, data: dict[str, Any]) -> bool:
-        """Queue the refund-initiated webhook for each subscribed endpoint, as
-        `webhooks.services.emit_event` does."""
-        if not draft.endpoints:
-            return False
-        now = utcnow()
-        event_type = webhook_events.ORDERS_REFUND_INITIATED
-        body = encode_payload(event_type, now, data)
-        message_id = "msg_" + uuid.uuid4().hex
-        for endpoint_id in draft.endpoints:
-            delivery_id = str(uuid.uuid4())
-            cursor.execute(
-                self._delivery.sql,
-                self._delivery.parameters(
-                    {
-                        "delivery_id": delivery_id,
-                        "endpoint_id": endpoint_id,
-                        "project_id": draft.project_id,
-                        "message_id": message_id,
-                        "event_type": event_type,
-                        "order_id": draft.order_id,
-                        "body": body,
-                        "status": DeliveryStatus.PENDING,
-                        "resend_count": 0,
-                        "attempt_count": 0,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                ),
-            )
-            cursor.execute(
-                self._job.sql,
-                self._job.parameters(
-                    {
-                        "kind": JOB_KIND,
-                        "payload": {"delivery": delivery_id, "resend": 0, "attempt": 1},
-                        "status": "queued",
-                        "attempts": 0,
-                        "max_attempts": JOB_MAX_ATTEMPTS,
-                        "run_at": now,
-                        "dedupe_key": f"{JOB_KIND}:{delivery_id}:0:1",
-                        "created_at": utcnow(),
-                        "updated_at": utcnow(),
-                    }
-                ),
-            )
-        if not self.is_sqlite:
-            cursor.execute(self._sql["notify"], (NOTIFY_CHANNEL, JOB_KIND))
-        log.info(
-            "webhook_event_emitted",
-            event_type=event_type,
-            message_id=message_id,
-            order_id=draft.order_id,
-            endpoints=len(draft.endpoints),
+
+class PostgresRefundWriter:
+    """Runs the lean path's transaction on a psycopg AsyncConnection of its own,
+    on the event loop, so that a request needs no thread-pool thread.
+
+    Used by one request at a time (see RefundWriters). The connection is in
+    autocommit mode and each transaction is begun explicitly, so that BEGIN and
+    the order query go in one pipeline: a request costs three round trips, that
+    one, the inserts, and COMMIT once `claim_commit` allows it. A connection that
+    fails is closed, and the next request opens a new one.
+    """
+
+    def __init__(self, engine: Engine, rows: _RefundRows) -> None:
+        _args, self._parameters = engine.dialect.create_connect_args(engine.url)
+        self.rows = rows
+        self._connection: psycopg.AsyncConnection[Any] | None = None
+        # One cursor serves every statement of the connection, since one request
+        # at a time uses it.
+        self._cursor: psycopg.AsyncCursor[Any] | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._connection is not None
+
+    async def open(self) -> None:
+        if self._connection is not None:
+            return
+        parameters = {
+            "connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS,
+            **self._parameters,
+        }
+        connection = await psycopg.AsyncConnection.connect(
+            autocommit=True, **parameters
         )
-        return True
+        try:
+            await connection.execute(
+                f"SET statement_timeout = '{POSTGRES_STATEMENT_TIMEOUT}'"
+            )
+        except BaseException:
+            await connection.close()
+            raise
+        self._connection = connection
+        self._cursor = connection.cursor()
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        self._cursor = None
+        if connection is not None:
+            await connection.close()
+
+    async def serve(self, state: Any, request: _Request) -> _Outcome:
+        """Check, count and write one request, as `_run` does on SQLite."""
+        try:
+            await self.open()
+        except Exception as exc:
+            log.warning("lean_refund_open_failed", error=repr(exc))
+            return _Outcome()
+        try:
+            return await self._serve(state, request)
+        except BaseException:
+            # A request cancelled in the middle of a round trip leaves the
+            # connection's state unknown, so the connection is not used again.
+            await self.close()
+            raise
+
+    async def _serve(self, state: Any, request: _Request) -> _Outcome:
+        settings = state.settings
+        now = utcnow()
+        try:
+            draft = await self._check(
+                request,
+                return_window=timedelta(days=settings.return_window_days),
+                auto_accept_below=settings.refund_auto_accept_below,
+                now=now,
+            )
+        except Exception as exc:
+            log.warning(
+                "lean_refund_check_failed", order_id=request.order_id, error=repr(exc)
+            )
+            await self._end(commit=False)
+            return _Outcome()
+        if draft is None:
+            await self._end(commit=False)
+            return _Outcome()
+        try:
+            await _count_write(state, draft.project_id)
+        except OrderDeskError as exc:
+            await self._end(commit=False)
+            return _Outcome(error=exc, counted=True)
+        try:
+            plan = self.rows.plan(draft, request.principal.actor, now)
+            await self._execute(plan.statements)
+        except Exception as exc:
+            log.warning(
+                "lean_refund_write_failed", order_id=request.order_id, error=repr(exc)
+            )
+            await self._end(commit=False)
+            return _Outcome(counted=True)
+        if plan.message_id is not None:
+            _log_emitted(draft, plan.message_id)
+        # The request timeout may have sent its 503 while the rows were written.
+        # Then they are rolled back, as the route's commit would be refused.
+        if not claim_commit():
+            await self._end(commit=False)
+            return _Outcome(counted=True, timed_out=True)
+        try:
+            await self._end(commit=True)
+        except Exception as exc:
+            log.warning(
+                "lean_refund_write_failed", order_id=request.order_id, error=repr(exc)
+            )
+            return _Outcome(counted=True)
+        return _Outcome(
+            reply=plan.reply, queued=plan.message_id is not None, counted=True
+        )
+
+    async def _check(
+        self,
+        request: _Request,
+        *,
+        return_window: timedelta,
+        auto_accept_below: Decimal | None,
+        now: datetime,
+    ) -> Draft | None:
+        """Begin the transaction and check that the request succeeds. Returns the
+        draft, or None when the router must decide. The transaction stays open
+        either way."""
+        connection, cursor = self._require_cursor()
+        line_item = request.line_item
+        parameters = (
+            line_item,
+            *ACTIVE_STATUSES,
+            str(PackageKind.OUTBOUND),
+            line_item,
+            line_item,
+            request.order_id,
+        )
+        # Leaving the pipeline sends both statements and waits for both results.
+        async with connection.pipeline():
+            await cursor.execute("BEGIN")
+            await cursor.execute(_POSTGRES_ORDER, parameters)
+        row = await cursor.fetchone()
+        if row is None or row[6] is None:
+            return None
+
+        amount = self.rows.amount(
+            row, line_item, request.principal, return_window, auto_accept_below, now
+        )
+        if amount is None:
+            return None
+        endpoints = self.rows.subscribed(row[13] or ())
+        project_id, currency = row[0], row[3]
+        return Draft(
+            request.order_id,
+            project_id,
+            currency,
+            line_item,
+            request.reason,
+            amount,
+            endpoints,
+        )
+
+    async def _execute(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        connection, cursor = self._require_cursor()
+        if len(statements) == 1:
+            await cursor.execute(*statements[0])
+            return
+        async with connection.pipeline():
+            for statement, parameters in statements:
+                await cursor.execute(statement, parameters)
+
+    async def _end(self, *, commit: bool) -> None:
+        """Commit or roll back the open transaction. A connection that can do
+        neither is closed, and the error is raised only when committing."""
+        cursor = self._cursor
+        if cursor is None:
+            if commit:
+                raise ConnectionError("the writer's connection is not open")
+            return
+        try:
+            await cursor.execute("COMMIT" if commit else "ROLLBACK")
+        except Exception:
+            await self.close()
+            if commit:
+                raise
+
+    def _require_cursor(
+        self,
+    ) -> tuple[psycopg.AsyncConnection[Any], psycopg.AsyncCursor[Any]]:
+        if self._connection is None or self._cursor is None:
+            raise ConnectionError("the writer's connection is not open")
+        return self._connection, self._cursor
 
 
 def match_refund_request(scope: Scope) -> str | None:
@@ -740,20 +976,27 @@ class LeanRefundMiddleware:
     ) -> _Outcome:
         """Run the request on a writer and return what became of it.
 
-        SQLite's statements run on the event loop, because they never wait: the
-        write lock is taken only when free. PostgreSQL's run in the thread pool,
-        so that their round trips and commits do not hold up the loop and
-        overlap across connections. A busy database is waited for in short
-        sleeps, for up to BUSY_WAIT_SECONDS.
+        PostgreSQL's statements run on the event loop, on an async connection.
+        SQLite's run on the event loop too, because they never wait: the write
+        lock is taken only when free. A busy SQLite database is waited for in
+        short sleeps, for up to BUSY_WAIT_SECONDS.
         """
+        if not writers.is_sqlite:
+            postgres_writer = await writers.postgres.take()
+            try:
+                return await postgres_writer.serve(state, request)
+            finally:
+                writers.postgres.give_back(postgres_writer)
         settings = state.settings
-        in_thread = not writers.is_sqlite or bool(
+        # A rate limiter on Redis may wait for it, so the request then runs in
+        # the thread pool.
+        in_thread = bool(
             settings.redis_url and settings.rate_limit_writes_per_minute > 0
         )
         deadline = time.monotonic() + BUSY_WAIT_SECONDS
         pause = 0.0005
         while True:
-            writer = await writers.take()
+            writer = await writers.sqlite.take()
             try:
                 if not writer.is_open:
                     # Checking a connection out of the pool may wait for it.
@@ -769,7 +1012,7 @@ class LeanRefundMiddleware:
                 else:
                     outcome = _run(state, writer, request)
             finally:
-                writers.give_back(writer)
+                writers.sqlite.give_back(writer)
             if not outcome.busy or time.monotonic() + pause > deadline:
                 return outcome
             if has_timed_out():
@@ -909,30 +1152,60 @@ def _run(state: Any, writer: RefundWriter, request: _Request) -> _Outcome:
     return _Outcome(reply=reply, queued=queued, counted=True)
 
 
-class RefundWriters:
-    """The writers of one app: one for SQLite, which has one writer at a time
-    anyway, and POSTGRES_WRITERS for PostgreSQL, each with its own connection."""
+async def _count_write(state: Any, project_id: str) -> None:
+    """Count a write of the project, as `_run` does, and raise RateLimited over
+    the limit. A limiter on Redis may wait for it, so it is called in a thread."""
+    settings = state.settings
+    if settings.redis_url and settings.rate_limit_writes_per_minute > 0:
+        await anyio.to_thread.run_sync(state.rate_limiter.hit, project_id, "write")
+    else:
+        state.rate_limiter.hit(project_id, "write")
 
-    def __init__(self, engine: Engine) -> None:
-        self.is_sqlite = engine.dialect.name == "sqlite"
-        count = 1 if self.is_sqlite else POSTGRES_WRITERS
-        self.all = [RefundWriter(engine) for _ in range(count)]
-        self._idle: asyncio.Queue[RefundWriter] | None = None
 
-    async def take(self) -> RefundWriter:
+_Writer = TypeVar("_Writer")
+
+
+class _IdleWriters(Generic[_Writer]):
+    """The writers not serving a request, handed out one request at a time."""
+
+    def __init__(self, writers: list[_Writer]) -> None:
+        self.all = writers
+        self._idle: asyncio.Queue[_Writer] | None = None
+
+    async def take(self) -> _Writer:
         if self._idle is None:
             self._idle = asyncio.Queue()
             for writer in self.all:
                 self._idle.put_nowait(writer)
         return await self._idle.get()
 
-    def give_back(self, writer: RefundWriter) -> None:
+    def give_back(self, writer: _Writer) -> None:
         assert self._idle is not None  # noqa: S101 - taken from it before
         self._idle.put_nowait(writer)
 
-    def close(self) -> None:
-        for writer in self.all:
+
+class RefundWriters:
+    """The writers of one app: one for SQLite, which has one writer at a time
+    anyway, and POSTGRES_WRITERS for PostgreSQL, each with its own connection."""
+
+    def __init__(self, engine: Engine) -> None:
+        rows = _RefundRows(engine)
+        self.is_sqlite = rows.is_sqlite
+        sqlite: list[RefundWriter] = (
+            [RefundWriter(engine, rows)] if self.is_sqlite else []
+        )
+        postgres: list[PostgresRefundWriter] = [
+            PostgresRefundWriter(engine, rows)
+            for _ in range(0 if self.is_sqlite else POSTGRES_WRITERS)
+        ]
+        self.sqlite = _IdleWriters(sqlite)
+        self.postgres = _IdleWriters(postgres)
+
+    async def close(self) -> None:
+        for writer in self.sqlite.all:
             writer.close()
+        for postgres_writer in self.postgres.all:
+            await postgres_writer.close()
 
 
 async def _read_body(receive: Receive) -> tuple[bytes | None, Receive]:
