@@ -44,7 +44,7 @@ from orderdesk.auth.services import (
     hash_secret,
 )
 from orderdesk.errors import OrderDeskError
-from orderdesk.http import error_response
+from orderdesk.http import error_response, send_json
 from orderdesk.orders.access import invalid_client_secret, order_not_found
 from orderdesk.orders.replies import (
     ORDER,
@@ -205,7 +205,7 @@ class LeanReadMiddleware:
             await error_response(exc)(scope, receive, send)
             return
         assert body is not None  # noqa: S101 - allowed, so checked above
-        await _send_json(send, body)
+        await send_json(send, body)
 
     async def _pass_through(
         self, scope: Scope, receive: Receive, send: Send, kind: str
@@ -332,21 +332,6 @@ def is_allowed(
 
 def _secret_matches(principal: SecretPrincipal, access: OrderAccess) -> bool:
     return hmac.compare_digest(principal.secret_hash, access.client_secret_hash)
-
-
-async def _send_json(send: Send, body: bytes) -> None:
-    # The same headers, in the same order, as `http.json_response`.
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-length", str(len(body)).encode("latin-1")),
-                (b"content-type", b"application/json"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def _storing_send(

@@ -176,6 +176,22 @@ def json_response(content: Any, status_code: int = 200) -> Response:
     )
 
 
+async def send_json(send: Send, body: bytes, status_code: int = 200) -> None:
+    """Send encoded JSON as `json_response` does, with the same headers in the same
+    order, without building a Response object."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status_code,
+            "headers": [
+                (b"content-length", str(len(body)).encode("latin-1")),
+                (b"content-type", b"application/json"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 class BodyLimitMiddleware:
     """Reject bodies over MAX_BODY_BYTES with 413, counting bytes as they arrive."""
 

@@ -40,6 +40,7 @@ from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 import anyio
+import orjson
 import psycopg
 import structlog
 from fastapi import FastAPI
@@ -58,7 +59,7 @@ from orderdesk.db.base import UTCDateTime, utcnow
 from orderdesk.db.engine import SQLITE_BUSY_TIMEOUT_MS
 from orderdesk.errors import OrderDeskError
 from orderdesk.fastpath import _KeyNotCached, _no_key_lookup
-from orderdesk.http import error_response, json_response
+from orderdesk.http import error_response, send_json
 from orderdesk.jobs.models import Job
 from orderdesk.jobs.services import NOTIFY_CHANNEL
 from orderdesk.logs import write_info_line
@@ -225,13 +226,24 @@ class _Insert:
         markers = ", ".join(marker for _ in self.columns)
         # Only column names of our own tables and placeholders are interpolated.
         self.sql = f"INSERT INTO {table.name} ({names}) VALUES ({markers})"  # noqa: S608
+        # The defaults are converted once. Each call converts only the caller's
+        # values, which come first in `columns`.
+        self._given = tuple(
+            zip(columns, self.processors[: len(columns)], strict=True)
+        )
+        self._converted_defaults = tuple(
+            value if processor is None else processor(value)
+            for value, processor in zip(
+                self.defaults.values(), self.processors[len(columns) :], strict=True
+            )
+        )
 
     def parameters(self, values: dict[str, Any]) -> tuple[Any, ...]:
-        values = {**self.defaults, **values}
-        return tuple(
+        given = [
             values[name] if processor is None else processor(values[name])
-            for name, processor in zip(self.columns, self.processors, strict=True)
-        )
+            for name, processor in self._given
+        ]
+        return (*given, *self._converted_defaults)
 
 
 def _bind_processor(column: Any, dialect: Any) -> Callable[[Any], Any] | None:
@@ -969,7 +981,7 @@ class LeanRefundMiddleware:
         if not write_info_line("refund_requested", fields):
             log.info("refund_requested", **fields)
         scope["route"] = self._route
-        await json_response(outcome.reply, status_code=201)(scope, receive, send)
+        await send_json(send, orjson.dumps(outcome.reply), 201)
 
     async def _decide(
         self, state: Any, writers: RefundWriters, request: _Request
