@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from orderdesk.db.base import utcnow
 from orderdesk.jobs.models import Job
@@ -15,6 +17,12 @@ from orderdesk.jobs.models import Job
 NOTIFY_CHANNEL = "orderdesk_jobs"
 # The session.info key of the FollowUpClaim of the job that the session runs.
 FOLLOW_UP_CLAIM = "orderdesk_follow_up_claim"
+# The session.info key of the rows handed over to the job that the session runs, by
+# identity key (see hand_over). The session's identity map keeps clean rows only
+# while something else refers to them.
+HANDED_OVER = "orderdesk_handed_over"
+
+Row = TypeVar("Row")
 
 
 @dataclass
@@ -37,6 +45,29 @@ class FollowUpClaim:
     # and their ids, which stay known after a rollback.
     jobs: list[Job] = field(default_factory=list)
     job_ids: list[int] = field(default_factory=list)
+    # ORM objects that the running job hands to its first follow-up (see hand_over).
+    handed_over: list[Any] = field(default_factory=list)
+
+
+def hand_over(session: Session, *rows: Any) -> None:
+    """Let the first follow-up job that the running job enqueued read these rows as
+    this job commits them, instead of loading them again.
+
+    Pass only rows that the job has locked and loaded with every attribute that a
+    follow-up reads (an unloaded one is loaded on access). The worker puts them into
+    the follow-up's session only when the job has committed and the follow-up is
+    the next job it runs. Outside a worker's job this does nothing.
+    """
+    claim: FollowUpClaim | None = session.info.get(FOLLOW_UP_CLAIM)
+    if claim is not None and claim.jobs:
+        claim.handed_over.extend(rows)
+
+
+def get_handed_over(session: Session, entity: type[Row], ident: Any) -> Row | None:
+    """Return the row of `entity` with primary key `ident` that the job which
+    enqueued the running job handed over, or None."""
+    handed_over: dict[Any, Any] = session.info.get(HANDED_OVER, {})
+    return handed_over.get(identity_key(entity, ident))
 
 
 def enqueue(
@@ -55,10 +86,6 @@ def enqueue(
     Inside a job that a worker runs, a job due at once may be created claimed by
     that worker (see FollowUpClaim).
     """
-    if dedupe_key is not None:
-        existing = session.scalar(select(Job).where(Job.dedupe_key == dedupe_key))
-        if existing is not None:
-            return existing
     now = utcnow()
     job = Job(
         kind=kind,
@@ -66,14 +93,31 @@ def enqueue(
         run_at=run_at or now + timedelta(seconds=delay_seconds),
         dedupe_key=dedupe_key,
         max_attempts=max_attempts,
+        status="queued",
+        attempts=0,
+        created_at=now,
+        updated_at=now,
     )
     claim = _claim_follow_up(session, job, now)
-    session.add(job)
-    session.flush()
+    if dedupe_key is None:
+        session.add(job)
+        session.flush()
+    else:
+        inserted = _insert_unless_deduplicated(session, job)
+        if inserted is None:
+            existing = session.scalar(select(Job).where(Job.dedupe_key == dedupe_key))
+            if existing is not None:
+                return existing
+            # The job of that key was deleted since the insert found it. A plain
+            # insert now adds the job, or fails on the unique index.
+            session.add(job)
+            session.flush()
+        else:
+            job = inserted
     if claim is not None:
         claim.jobs.append(job)
         claim.job_ids.append(job.id)
-    elif session.get_bind().dialect.name == "postgresql":
+    elif _dialect_name(session) == "postgresql":
         # Delivered to listening workers only when this transaction commits.
         session.execute(
             text("SELECT pg_notify(:channel, :kind)"),
@@ -81,6 +125,33 @@ def enqueue(
         )
     session.info["jobs_enqueued"] = True
     return job
+
+
+def _insert_unless_deduplicated(session: Session, job: Job) -> Job | None:
+    """Insert the transient `job` unless a job of its dedupe key exists, in one
+    statement. Return the inserted row as a Job of the session, or None.
+
+    ON CONFLICT DO NOTHING also waits for a transaction that is inserting the same
+    key and then inserts nothing, where a SELECT before an INSERT would fail on
+    the unique index.
+    """
+    values = {
+        column.key: getattr(job, column.key)
+        for column in Job.__table__.columns
+        if column.key != "id"
+    }
+    dialect = postgresql if _dialect_name(session) == "postgresql" else sqlite
+    statement = (
+        dialect.insert(Job)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=[Job.dedupe_key])
+        .returning(Job)
+    )
+    return session.scalars(statement).first()
+
+
+def _dialect_name(session: Session) -> str:
+    return session.get_bind().dialect.name
 
 
 def _claim_follow_up(session: Session, job: Job, now: datetime) -> FollowUpClaim | None:

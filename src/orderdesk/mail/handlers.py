@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, joinedload, lazyload
 from orderdesk.db.base import utcnow
 from orderdesk.jobs.models import Job
 from orderdesk.jobs.registry import JobContext, handler
+from orderdesk.jobs.services import get_handed_over
 from orderdesk.labels.providers import reprint_return_label
 from orderdesk.mail.backends import MailDeliveryError, mail_backend
 from orderdesk.mail.messages import (
@@ -99,8 +100,14 @@ def send_refund_mail(
 def _refund_and_order(
     session: Session, refund_id: str, job_id: int
 ) -> tuple[Refund, Order]:
-    """Load the refund and its order with the line items in one query. The email
-    shows no history, so the refund's events are not loaded."""
+    """Return the rows that the label job handed over, or else load the refund and
+    its order with the line items in one query. The email shows no history, so the
+    refund's events are not loaded."""
+    refund = get_handed_over(session, Refund, refund_id)
+    if refund is not None:
+        order = get_handed_over(session, Order, refund.order_id)
+        if order is not None:
+            return refund, order
     query = (
         select(Refund, Order)
         .outerjoin(Order, Order.id == Refund.order_id)

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, joinedload, lazyload
 
 from orderdesk.db.base import utcnow
 from orderdesk.errors import OrderDeskError
+from orderdesk.jobs.services import hand_over
 from orderdesk.labels.exceptions import LabelError
 from orderdesk.labels.providers import (
     IssuedLabel,
@@ -41,8 +42,7 @@ from orderdesk.refunds.models import Refund
 from orderdesk.refunds.statuses import RefundEvent, RefundStatus
 from orderdesk.shipping.models import Package
 from orderdesk.shipping.rollup import lock_order
-from orderdesk.shipping.services import record_package
-from orderdesk.shipping.statuses import PackageKind
+from orderdesk.shipping.services import record_return_package
 
 log = structlog.get_logger(__name__)
 
@@ -119,11 +119,11 @@ def issue_return_label_in_job(
     # The locks come first, in the order of every writer (order, then refund), so
     # each row is read once. Rendering is local and short, and the locks last until
     # the job commits in any case.
-    order = _lock_order_of(session, refund_id)
-    if order is None:
+    rows = _lock_order_and_refund(session, refund_id)
+    if rows is None:
         return
-    refund = _lock_refund(session, refund_id)
-    if refund is None or not _needs_label(refund):
+    order, refund = rows
+    if not _needs_label(refund):
         return
     claimed_until = refund.label_claimed_until
     if claimed_until is not None and claimed_until > utcnow():
@@ -218,16 +218,14 @@ def _store_locked_label(
     refund.label_claimed_until = None
     if not _needs_label(refund):
         return None
-    package = record_package(
+    package = record_return_package(
         session,
         order,
         label.carrier,
         label.tracking_number,
-        [refund.line_item],
-        kind=PackageKind.RETURN,
-        refund_id=refund.id,
+        refund.line_item,
+        refund.id,
         actor=actor,
-        order_locked=True,
     )
     refund.return_carrier = package.carrier_name
     refund.return_tracking_number = package.tracking_number
@@ -244,6 +242,9 @@ def _store_locked_label(
         },
     )
     review.enqueue_mail(session, refund, MailKind.REFUND_ACCEPTED)
+    # Both rows stay locked until the commit, so the acceptance email, when it runs
+    # next in this worker, reads them as committed.
+    hand_over(session, order, refund)
     log.info(
         "return_label_issued",
         order_id=order.id,
@@ -279,31 +280,30 @@ def receive_return_parcel(session: Session, package: Package, actor: str) -> Non
     review.receive_return(session, order, refund, actor=actor, source="tracking")
 
 
-def _lock_order_of(session: Session, refund_id: str) -> Order | None:
-    """Lock and reload the order of the refund with its line items, in one query,
-    as `shipping.rollup.lock_order` locks it."""
-    order_id = select(Refund.order_id).where(Refund.id == refund_id)
-    query = (
-        select(Order)
-        .where(Order.id == order_id.scalar_subquery())
-        .options(joinedload(Order.line_items))
-        .with_for_update(of=Order)
-        .execution_options(populate_existing=True)
-    )
-    return session.scalars(query).unique().first()
+def _lock_order_and_refund(
+    session: Session, refund_id: str
+) -> tuple[Order, Refund] | None:
+    """Lock and reload the refund and its order with the order's line items, in one
+    query. Return None when the refund is not found.
 
-
-def _lock_refund(session: Session, refund_id: str) -> Refund | None:
-    """Lock and reload the refund like `services.lock_refund`, without loading its
-    history, which issuing a label does not read."""
+    `FOR UPDATE OF orders, refunds` makes PostgreSQL lock each joined row in the
+    order of that list (ExecLockRows follows the query's row marks), so the order
+    is locked before the refund as every writer does. The refund's history is not
+    loaded, because issuing a label does not read it.
+    """
     query = (
-        select(Refund)
+        select(Order, Refund)
+        .join(Refund, Refund.order_id == Order.id)
         .where(Refund.id == refund_id)
-        .options(lazyload(Refund.history_events))
-        .with_for_update()
+        .options(joinedload(Order.line_items), lazyload(Refund.history_events))
+        .with_for_update(of=[Order, Refund])
         .execution_options(populate_existing=True)
     )
-    return session.scalars(query).first()
+    row = session.execute(query).unique().first()
+    if row is None:
+        return None
+    order, refund = row
+    return order, refund
 
 
 def _needs_label(refund: Refund) -> bool:

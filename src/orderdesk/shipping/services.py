@@ -16,11 +16,14 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, joinedload, lazyload
+from sqlalchemy.orm.attributes import set_committed_value
 
-from orderdesk.db.base import utcnow
+from orderdesk.db.base import new_id, utcnow
 from orderdesk.orders.models import Order, OrderEvent
+from orderdesk.orders.revision import record_order_changes
 from orderdesk.orders.statuses import PaymentState
 from orderdesk.shipping.exceptions import InvalidShipment, OrderNotPaid, PackageExists
 from orderdesk.shipping.models import Package, TrackingEvent
@@ -61,6 +64,7 @@ __all__ = [
     "normalize_carrier",
     "normalize_tracking_number",
     "record_package",
+    "record_return_package",
     "record_tracking_event",
 ]
 
@@ -146,6 +150,117 @@ def record_package(
     Raises InvalidShipment for bad input, OrderNotPaid, and PackageExists when the
     carrier and tracking number are already recorded (on any order).
     """
+    package, order = _new_package(
+        session,
+        order,
+        carrier,
+        tracking_number,
+        line_items,
+        kind,
+        refund_id,
+        tracking_url,
+        delivery_time_range,
+        settings=settings,
+        order_locked=order_locked,
+    )
+    _raise_if_recorded(
+        session,
+        order,
+        package.carrier_name,
+        package.carrier_key,
+        package.tracking_number,
+    )
+    try:
+        # A concurrent request for the same number on another order holds no lock
+        # this one waits for, so the unique constraint decides between them.
+        with session.begin_nested():
+            session.add(package)
+    except IntegrityError:
+        _raise_if_recorded(
+            session,
+            order,
+            package.carrier_name,
+            package.carrier_key,
+            package.tracking_number,
+        )
+        raise
+    _record_package_created(session, order, package, actor)
+    if package.kind == PackageKind.OUTBOUND:
+        roll_up_delivery(session, order, actor)
+    return package
+
+
+def record_return_package(
+    session: Session,
+    order: Order,
+    carrier: str,
+    tracking_number: str,
+    line_item: int,
+    refund_id: str,
+    *,
+    actor: str = "system",
+) -> Package:
+    """Record the parcel that returns a refund's line item, on an order that the
+    caller has locked and reloaded in this transaction.
+
+    It writes the same rows as `record_package` with kind "return" and raises the
+    same errors. The package is inserted with ON CONFLICT DO NOTHING on its carrier
+    and tracking number, which replaces the lookup before the insert and the
+    savepoint around it, and the package's event is flushed with the caller's next
+    writes. Only when the insert finds the number recorded is the other package
+    read, to raise PackageExists.
+    """
+    package, order = _new_package(
+        session,
+        order,
+        carrier,
+        tracking_number,
+        [line_item],
+        PackageKind.RETURN,
+        refund_id,
+        order_locked=True,
+    )
+    package.id = new_id()
+    inserted = _insert_unless_recorded(session, package)
+    if inserted is None:
+        _raise_if_recorded(
+            session,
+            order,
+            package.carrier_name,
+            package.carrier_key,
+            package.tracking_number,
+        )
+        # The other package was deleted since the insert found it. A plain insert
+        # now records this one, or fails on the unique constraint.
+        session.add(package)
+        session.flush()
+    else:
+        package = inserted
+    # Nothing that is flushed changes which webhook endpoints subscribe, so the
+    # event waits for the caller's next flush instead of flushing on its own.
+    with session.no_autoflush:
+        # Timed here rather than by the column default at the flush, so the event
+        # has the columns of the refund's events and is inserted with them.
+        _record_package_created(session, order, package, actor, created_at=utcnow())
+    return package
+
+
+def _new_package(
+    session: Session,
+    order: Order,
+    carrier: str,
+    tracking_number: str,
+    line_items: list[int],
+    kind: str,
+    refund_id: str | None,
+    tracking_url: str | None = None,
+    delivery_time_range: TimeRange | None = None,
+    *,
+    settings: Any | None = None,
+    order_locked: bool,
+) -> tuple[Package, Order]:
+    """Check the input and build the package, not yet added to the session. Lock
+    and reload the order unless `order_locked`. Return the package and the order."""
     carrier_name, carrier_key = normalize_carrier(carrier)
     number = normalize_tracking_number(tracking_number)
     indexes = check_line_items(order, line_items)
@@ -159,7 +274,6 @@ def record_package(
         order = lock_order(session, order.id)
     if order.payment_state != PaymentState.COMPLETED:
         raise OrderNotPaid(order.id, order.payment_state, "recording a shipment")
-    _raise_if_recorded(session, order, carrier_name, carrier_key, number)
 
     now = utcnow()
     package = Package(
@@ -180,37 +294,63 @@ def record_package(
         package.lower_bound = estimate.lower_bound
         package.upper_bound = estimate.upper_bound
         package.estimate_at = now
-    try:
-        # A concurrent request for the same number on another order holds no lock
-        # this one waits for, so the unique constraint decides between them.
-        with session.begin_nested():
-            session.add(package)
-    except IntegrityError:
-        _raise_if_recorded(session, order, carrier_name, carrier_key, number)
-        raise
+    return package, order
 
-    session.add(
-        OrderEvent(
-            order_id=order.id,
-            kind="package.created",
-            subject_id=package.id,
-            to_state=package.status,
-            actor=actor,
-            data={
-                "kind": package.kind,
-                "carrierName": carrier_name,
-                "carrierTrackingNumber": number,
-                "lineItems": indexes,
-            },
+
+def _insert_unless_recorded(session: Session, package: Package) -> Package | None:
+    """Insert the transient `package` in one statement unless its carrier and
+    tracking number are recorded. Return the inserted row, or None."""
+    values = {
+        column.key: getattr(package, column.key) for column in Package.__table__.columns
+    }
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(Package)
+        .values(values)
+        .on_conflict_do_nothing(
+            index_elements=[Package.carrier_key, Package.tracking_number]
         )
+        .returning(Package)
+        .options(lazyload(Package.events))
     )
+    inserted = session.scalars(statement).first()
+    if inserted is None:
+        return None
+    # A new package has no tracking events, and the revision listener records only
+    # the rows that the session flushes.
+    set_committed_value(inserted, "events", [])
+    record_order_changes(session, [package.order_id])
+    return inserted
+
+
+def _record_package_created(
+    session: Session,
+    order: Order,
+    package: Package,
+    actor: str,
+    *,
+    created_at: datetime | None = None,
+) -> None:
+    event = OrderEvent(
+        order_id=order.id,
+        kind="package.created",
+        subject_id=package.id,
+        to_state=package.status,
+        actor=actor,
+        data={
+            "kind": package.kind,
+            "carrierName": package.carrier_name,
+            "carrierTrackingNumber": package.tracking_number,
+            "lineItems": package.line_items,
+        },
+    )
+    if created_at is not None:
+        event.created_at = created_at
+    session.add(event)
     log.info(
         "package_recorded", order_id=order.id, package_id=package.id, kind=package.kind
     )
     notify.tracking_updated(session, order, package)
-    if package.kind == PackageKind.OUTBOUND:
-        roll_up_delivery(session, order, actor)
-    return package
 
 
 def _raise_if_recorded(
