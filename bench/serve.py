@@ -85,13 +85,15 @@ def orderdesk_app() -> Any:
     from orderdesk.app import create_app
     from orderdesk.config import load_settings
     from orderdesk.logs import configure_logging
-    from orderdesk.runtime import Runtime
+    from orderdesk.runtime import Runtime, freeze_startup_objects
 
     settings = load_settings()
     configure_logging(settings)
     runtime = Runtime.build(settings)
     runtime.start()
-    return create_app(runtime=runtime, run_worker=False)
+    app = create_app(runtime=runtime, run_worker=False)
+    freeze_startup_objects()
+    return app
 
 
 def shared_socket(host: str, port: int) -> socket.socket:

@@ -90,7 +90,7 @@ def serve(
 
     from orderdesk.app import create_app
     from orderdesk.logs import configure_logging
-    from orderdesk.runtime import Runtime
+    from orderdesk.runtime import Runtime, freeze_startup_objects
 
     settings = load_settings()
     if demo and "ORDERDESK_SIMULATED_STEP_SECONDS" not in os.environ:
@@ -111,6 +111,7 @@ def serve(
     # waits for the requests in flight. Afterwards it raises the signal again, and this
     # handler turns that into a clean exit instead of death by signal.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    freeze_startup_objects()
     uvicorn.run(
         application,
         host=host,

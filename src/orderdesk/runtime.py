@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import select as select_module
 import threading
 from dataclasses import dataclass, field
@@ -17,6 +18,19 @@ from orderdesk.db.engine import WalCheckpointer, make_engine, make_session_facto
 from orderdesk.jobs.services import NOTIFY_CHANNEL
 
 log = structlog.get_logger(__name__)
+
+
+def freeze_startup_objects() -> None:
+    """Move every object alive now out of the cyclic garbage collector's reach.
+
+    A long-running process calls this once its app is built. The modules, routes,
+    models and compiled statements loaded at start-up live as long as the process,
+    yet each full collection walked all of them: under load on the refund-request
+    benchmark that gave pauses that put p99 latency near 100 ms. Objects made later
+    are collected as before, and frozen ones are still freed by reference counting.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class JobListener(Protocol):
