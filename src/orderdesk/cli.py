@@ -126,10 +126,12 @@ def serve(
 def run_worker() -> None:
     """Run the job worker until interrupted."""
     from orderdesk.jobs.worker import Worker
+    from orderdesk.runtime import freeze_startup_objects
 
     runtime = _runtime()
     job_worker = Worker(runtime)
     signal.signal(signal.SIGTERM, lambda *_: job_worker.stop())
+    freeze_startup_objects()
     try:
         job_worker.run_forever()
     except KeyboardInterrupt:
