@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
+from sqlalchemy.engine.default import CACHE_HIT
 from tests.refunds.helpers import (
     jobs_of,
     make_jobs_due,
@@ -124,6 +125,36 @@ def test_refund_statements_are_bounded(
     assert traffic.starting("SELECT jobs.id, jobs.kind") == []
     assert traffic.starting("SELECT refunds.") == []
     assert traffic.starting("SAVEPOINT") == []
+
+
+def test_refund_statements_are_cached(
+    client: TestClient,
+    api_key: str,
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once the worker has run a refund, the next refunds reuse every compiled
+    statement instead of compiling one again."""
+    accepted_refunds(client, api_key, runtime, monkeypatch, 1)
+    Worker(runtime, name="warm-worker").run_until_idle()
+    accepted_refunds(client, api_key, runtime, monkeypatch, 2)
+    compiled: list[tuple[str, Any]] = []
+
+    def on_statement(*args: Any) -> None:
+        context = args[4]
+        if context.compiled is not None:
+            compiled.append((" ".join(args[2].split())[:80], context.cache_hit))
+
+    event.listen(runtime.engine, "before_cursor_execute", on_statement)
+    try:
+        ran = Worker(runtime, name="cached-worker").run_until_idle()
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", on_statement)
+
+    assert ran == 4
+    assert compiled
+    not_cached = [sql for sql, hit in compiled if hit is not CACHE_HIT]
+    assert not_cached == []
 
 
 def test_refund_rows_after_worker(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import select, text
+from sqlalchemy import Insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
@@ -140,14 +141,20 @@ def _insert_unless_deduplicated(session: Session, job: Job) -> Job | None:
         for column in Job.__table__.columns
         if column.key != "id"
     }
-    dialect = postgresql if _dialect_name(session) == "postgresql" else sqlite
-    statement = (
+    statement = _insert_unless_deduplicated_statement(_dialect_name(session))
+    return session.scalars(statement, values).first()
+
+
+@functools.cache
+def _insert_unless_deduplicated_statement(dialect_name: str) -> Insert:
+    """Build the insert of `_insert_unless_deduplicated`. Its values are execution
+    parameters, so it is built and compiled once per dialect."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return (
         dialect.insert(Job)
-        .values(values)
         .on_conflict_do_nothing(index_elements=[Job.dedupe_key])
         .returning(Job)
     )
-    return session.scalars(statement).first()
 
 
 def _dialect_name(session: Session) -> str:

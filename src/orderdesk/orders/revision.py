@@ -26,10 +26,11 @@ Code that writes these tables with Core statements instead of the ORM must call
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import event, inspect, select
+from sqlalchemy import Insert, event, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
 
@@ -66,6 +67,13 @@ def raise_revisions(session: Session, order_ids: Iterable[str]) -> None:
     if not ids:
         return
     connection = session.connection()
+    if len(ids) == 1:
+        # The common case. Its values are execution parameters, so the statement
+        # is compiled once per dialect, while a multi-row VALUES is compiled on
+        # every call.
+        statement = _raise_revision_statement(connection.dialect.name)
+        connection.execute(statement, {"order_id": ids[0], "revision": 1})
+        return
     table = OrderRevision.__table__
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     # Sorted ids make two transactions that touch the same orders lock their rows
@@ -78,6 +86,18 @@ def raise_revisions(session: Session, order_ids: Iterable[str]) -> None:
         set_={"revision": table.c.revision + 1},
     )
     connection.execute(statement)
+
+
+@functools.cache
+def _raise_revision_statement(dialect_name: str) -> Insert:
+    """Build the upsert that raises one order's revision, given `order_id` and
+    `revision` (1) as execution parameters."""
+    table = OrderRevision.__table__
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_update(
+        index_elements=[table.c.order_id],
+        set_={"revision": table.c.revision + 1},
+    )
 
 
 def _owner_ids(session: Session, instances: Iterable[Any]) -> set[str]:

@@ -8,6 +8,7 @@ a time on PostgreSQL. SQLite serializes writers already.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, lazyload
@@ -303,17 +304,8 @@ def _insert_unless_recorded(session: Session, package: Package) -> Package | Non
     values = {
         column.key: getattr(package, column.key) for column in Package.__table__.columns
     }
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = (
-        dialect.insert(Package)
-        .values(values)
-        .on_conflict_do_nothing(
-            index_elements=[Package.carrier_key, Package.tracking_number]
-        )
-        .returning(Package)
-        .options(lazyload(Package.events))
-    )
-    inserted = session.scalars(statement).first()
+    statement = _insert_unless_recorded_statement(session.get_bind().dialect.name)
+    inserted = session.scalars(statement, values).first()
     if inserted is None:
         return None
     # A new package has no tracking events, and the revision listener records only
@@ -321,6 +313,21 @@ def _insert_unless_recorded(session: Session, package: Package) -> Package | Non
     set_committed_value(inserted, "events", [])
     record_order_changes(session, [package.order_id])
     return inserted
+
+
+@functools.cache
+def _insert_unless_recorded_statement(dialect_name: str) -> Insert:
+    """Build the insert of `_insert_unless_recorded`. Its values are execution
+    parameters, so it is built and compiled once per dialect."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return (
+        dialect.insert(Package)
+        .on_conflict_do_nothing(
+            index_elements=[Package.carrier_key, Package.tracking_number]
+        )
+        .returning(Package)
+        .options(lazyload(Package.events))
+    )
 
 
 def _record_package_created(
