@@ -135,8 +135,9 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument(
         "--write-targets",
         type=int,
-        default=30_000,
-        help="Fresh line items (and packages) seeded for the write endpoints.",
+        default=80_000,
+        help="Fresh line items (and packages) seeded for the write endpoints. Each "
+        "request takes one, so this must exceed the requests of all write rounds.",
     )
     parser.add_argument(
         "--duration", type=float, default=5.0, help="Seconds of each wrk run."

@@ -486,10 +486,9 @@ def fail_writes(monkeypatch: pytest.MonkeyPatch, runtime: Runtime) -> None:
     if runtime.engine.dialect.name == "sqlite":
 
         def failing_write(self: lean.RefundWriter, *args: Any, **kw: Any) -> Any:
-            self.abandon()
             raise sqlite3.OperationalError("disk I/O error")
 
-        monkeypatch.setattr(lean.RefundWriter, "write", failing_write)
+        monkeypatch.setattr(lean.RefundWriter, "write_rows", failing_write)
         return
 
     async def failing_execute(*_args: Any) -> None:

@@ -6,13 +6,19 @@ secret), no Idempotency-Key header, a JSON body that `RefundRequestIn` accepts, 
 an order where the request succeeds: paid, the line item shipped, no active request
 for it, the return window open, and an amount the review policy does not accept at
 once. The checks and writes are the ones the route makes through the ORM
-(`refunds.services.create_refund_request`), as plain SQL statements in one
-transaction on a connection of this path's own: the refund, its history event,
-one webhook delivery and job per subscribed endpoint, and the order's revision.
-On SQLite they run on the event loop, since none of them waits: the write lock is
-taken only when it is free. On PostgreSQL they run on the event loop too, on one of
-POSTGRES_WRITERS async psycopg connections, so that round trips and commits
-overlap without a thread per request.
+(`refunds.services.create_refund_request`), as plain SQL statements on a
+connection of this path's own: the refund, its history event, one webhook
+delivery and job per subscribed endpoint, and the order's revision.
+
+Requests in flight together are written in batches, one transaction per batch
+(a group commit, see _Batches), so that BEGIN, COMMIT and their round trips are
+paid once per batch. Each request still ends as it would alone. On SQLite a
+batch runs on the event loop, since none of its statements waits: the write lock
+is taken only when it is free. Each request's statements sit between a savepoint
+and its release, so a request that fails is undone alone. On PostgreSQL a batch
+runs on the event loop too, on one of POSTGRES_WRITERS async psycopg
+connections, with one query that checks all its requests and one pipeline of
+inserts. A request that fails there sends the whole batch to the router.
 
 Everything else goes to the router with its body replayed, before anything is
 written: other paths, a key the cache does not hold, any request the router would
@@ -29,11 +35,13 @@ again if the write then fails over to it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hmac
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -99,8 +107,11 @@ _JSON_TYPES = frozenset(
 # No order has more line items than this, and larger indexes overflow the
 # database's integer type.
 MAX_LINE_ITEM_INDEX = 2**31 - 1
-# PostgreSQL connections of this path, each used by one request at a time.
+# PostgreSQL connections of this path, each used by one batch at a time.
 POSTGRES_WRITERS = 8
+# The maximum number of requests that one transaction of this path writes (see
+# _Batches).
+MAX_BATCH = 64
 # How long opening one of them may take before the request goes to the router.
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 # How long a request waits, in short sleeps, for the SQLite write lock before it
@@ -131,24 +142,45 @@ _STATEMENTS = {
 
 
 # The "order", "item", "packages" and "endpoints" statements as one, for
-# PostgreSQL. The endpoints come as a JSON array of [id, events] pairs, in the
-# order `emit_event` reads them. They are locked FOR KEY SHARE, as `emit_event`
-# locks them, so an endpoint deleted at the same time waits for this transaction.
-_POSTGRES_ORDER = (
-    "SELECT o.project_id, o.client_secret_hash, o.payment_state, o.currency, "
-    "EXISTS (SELECT 1 FROM refunds WHERE order_id = o.id AND line_item = %s "
-    "AND status IN (%s, %s, %s)), "
+# PostgreSQL, for every request of a batch: the parameters are the outbound
+# kind, the arrays of order ids and line items, and the active statuses. Each
+# row starts with the request's position in those arrays (from 1), and the order
+# of a request whose order does not exist has no row. The endpoints come as a
+# JSON array of [id, events] pairs, in the order `emit_event` reads them. They
+# are locked FOR KEY SHARE, as `emit_event` locks them, so an endpoint deleted at
+# the same time waits for this transaction. The active request is looked up in
+# a LATERAL subquery with LIMIT 1, so that it is one probe of the partial unique
+# index per request: as an EXISTS, the planner may read every active refund into
+# a hash instead.
+_POSTGRES_ORDERS = (
+    "SELECT r.position, o.project_id, o.client_secret_hash, o.payment_state, "
+    "o.currency, active.found IS NOT NULL, "
     "EXISTS (SELECT 1 FROM packages WHERE order_id = o.id AND kind = %s "
-    "AND line_items::jsonb @> to_jsonb(%s::integer)), "
+    "AND line_items::jsonb @> to_jsonb(r.line_item)), "
     'li."index", li.quantity, li.unit_price, li.sales_tax, li.shipping, li.total, '
     "li.delivered_at, "
     "(SELECT json_agg(json_build_array(e.id, e.events) ORDER BY e.created_at, e.id) "
     "FROM (SELECT id, events, created_at FROM webhook_endpoints "
     "WHERE project_id = o.project_id FOR KEY SHARE) AS e) "
-    "FROM orders AS o LEFT JOIN LATERAL ("
+    "FROM unnest(%s::text[], %s::integer[]) WITH ORDINALITY "
+    "AS r(order_id, line_item, position) "
+    "JOIN orders AS o ON o.id = r.order_id "
+    "LEFT JOIN LATERAL (SELECT true AS found FROM refunds WHERE order_id = o.id "
+    "AND line_item = r.line_item AND status IN (%s, %s, %s) LIMIT 1) AS active "
+    "ON true "
+    "LEFT JOIN LATERAL ("
     'SELECT "index", quantity, unit_price, sales_tax, shipping, total, delivered_at '
-    'FROM order_line_items WHERE order_id = o.id ORDER BY "index" LIMIT 1 OFFSET %s'
-    ") AS li ON true WHERE o.id = %s"
+    'FROM order_line_items WHERE order_id = o.id ORDER BY "index" '
+    "LIMIT 1 OFFSET r.line_item"
+    ") AS li ON true"
+)
+# The revisions of every order that a PostgreSQL batch wrote, raised in one
+# statement after all its other rows, in order id order, so that the revision
+# rows stay the last locks a transaction takes (see orders.revision).
+_POSTGRES_REVISIONS = (
+    "INSERT INTO order_revisions (order_id, revision) "
+    "SELECT order_id, 1 FROM unnest(%s::text[]) AS order_id "
+    "ON CONFLICT (order_id) DO UPDATE SET revision = order_revisions.revision + 1"
 )
 
 
@@ -228,9 +260,7 @@ class _Insert:
         self.sql = f"INSERT INTO {table.name} ({names}) VALUES ({markers})"  # noqa: S608
         # The defaults are converted once. Each call converts only the caller's
         # values, which come first in `columns`.
-        self._given = tuple(
-            zip(columns, self.processors[: len(columns)], strict=True)
-        )
+        self._given = tuple(zip(columns, self.processors[: len(columns)], strict=True))
         self._converted_defaults = tuple(
             value if processor is None else processor(value)
             for value, processor in zip(
@@ -338,17 +368,12 @@ class _RefundRows:
                 "dedupe_key", "created_at", "updated_at",
             ),
         )  # fmt: skip
-        # On PostgreSQL, for a project without subscribed endpoints, the refund,
-        # its event and the revision go in one statement of data-modifying WITH
-        # queries: one round trip and one driver call instead of three. With
-        # webhook rows to write, the revision stays the last lock taken, as
-        # `orders.revision` requires.
+        # On PostgreSQL, for a project without subscribed endpoints, the refund
+        # and its event go in one statement of data-modifying WITH queries: one
+        # driver call instead of two. The batch raises the revisions after them.
         self.rows_at_once: str | None = None
         if not self.is_sqlite:
-            self.rows_at_once = (
-                f"WITH refund AS ({self.refund.sql}), event AS ({self.event.sql}) "
-                + self.sql["revision"]
-            )
+            self.rows_at_once = f"WITH refund AS ({self.refund.sql}) {self.event.sql}"
 
     def amount(
         self,
@@ -402,9 +427,12 @@ class _RefundRows:
             if subscribes_to(self.events_json(events), event_type)
         ]
 
-    def plan(self, draft: Draft, actor: str, now: datetime) -> _WritePlan:
+    def plan(
+        self, draft: Draft, actor: str, now: datetime, *, revision: bool = True
+    ) -> _WritePlan:
         """Return the statements that write the draft's rows as the route writes
-        them: the refund, its history event, the webhook rows and the revision."""
+        them: the refund, its history event, the webhook rows and, unless
+        `revision` is false, the order's revision."""
         refund_id = str(uuid.uuid4())
         status = str(RefundStatus.INITIATED)
         refund = NewRefund(
@@ -439,15 +467,13 @@ class _RefundRows:
         )
         history = [{"status": status, "at": iso(event_at), "actor": actor}]
         reply = refund_body(refund, history)
-        if self.rows_at_once is not None and not draft.endpoints:
-            statement = (
-                self.rows_at_once,
-                (*refund_values, *event_values, draft.order_id),
-            )
+        if self.rows_at_once is not None and not draft.endpoints and not revision:
+            statement = (self.rows_at_once, (*refund_values, *event_values))
             return _WritePlan([statement], reply, None)
         statements = [(self.refund.sql, refund_values), (self.event.sql, event_values)]
         message_id = self._emit(statements, draft, reply)
-        statements.append((self.sql["revision"], (draft.order_id,)))
+        if revision:
+            statements.append((self.sql["revision"], (draft.order_id,)))
         return _WritePlan(statements, reply, message_id)
 
     def _emit(
@@ -515,11 +541,12 @@ def _log_emitted(draft: Draft, message_id: str) -> None:
 
 
 class RefundWriter:
-    """Runs the lean path's transaction on one DBAPI connection of a SQLite engine.
+    """Runs the lean path's transactions on one DBAPI connection of a SQLite
+    engine.
 
-    Used by one caller at a time (see RefundWriters). `check` opens the transaction
-    and either returns a Draft, leaving the transaction open, or returns None after
-    rolling it back. `write` then commits the draft, and `abandon` rolls it back.
+    Used by one batch at a time (see _write_sqlite_batch). A batch begins one
+    transaction, checks and writes each request between a savepoint and its
+    release, and commits once.
     """
 
     def __init__(self, engine: Engine, rows: _RefundRows) -> None:
@@ -553,61 +580,60 @@ class RefundWriter:
             # The pool hands this connection to others: no setting of ours stays.
             connection.invalidate()
 
-    def check(
+    def begin(self) -> None:
+        """Begin a write transaction. Raises Busy when another SQLite writer holds
+        the lock, and the driver's error when BEGIN fails otherwise."""
+        if self._connection is None:
+            raise ConnectionError("the writer's connection is not open")
+        self._begin()
+
+    def commit(self) -> None:
+        self._end(commit=True)
+
+    def rollback(self) -> None:
+        self._end(commit=False)
+
+    def savepoint(self) -> None:
+        """Mark where the next request's statements start, so that they can be
+        undone alone (see rollback_to_savepoint)."""
+        self._connection.driver_connection.execute("SAVEPOINT lean_request")
+
+    def release_savepoint(self) -> None:
+        self._connection.driver_connection.execute("RELEASE lean_request")
+
+    def rollback_to_savepoint(self) -> None:
+        dbapi = self._connection.driver_connection
+        dbapi.execute("ROLLBACK TO lean_request")
+        dbapi.execute("RELEASE lean_request")
+
+    def check_rows(
         self,
-        order_id: str,
-        line_item: int,
-        reason: str,
-        principal: KeyPrincipal | SecretPrincipal,
+        request: _Request,
         *,
         return_window: timedelta,
         auto_accept_below: Decimal | None,
         now: datetime,
     ) -> Draft | None:
-        """Begin the transaction and check that the request succeeds.
-
-        Returns the draft with the transaction open, or None with it rolled back
-        when the router must decide the request. Raises Busy when another SQLite
-        writer holds the lock, and the driver's error when a query fails.
-        """
-        if self._connection is None:
-            raise ConnectionError("the writer's connection is not open")
-        try:
-            self._begin()
-            draft = self._check(
-                order_id, line_item, principal, return_window, auto_accept_below, now
-            )
-            if draft is not None:
-                draft.reason = reason
-        except BaseException:
-            self._end(commit=False)
-            raise
-        if draft is None:
-            self._end(commit=False)
+        """Check, inside the open transaction, that the request succeeds. Returns
+        the draft to write, or None when the router must decide the request."""
+        draft = self._check(
+            request.order_id,
+            request.line_item,
+            request.principal,
+            return_window,
+            auto_accept_below,
+            now,
+        )
+        if draft is not None:
+            draft.reason = request.reason
         return draft
 
-    def write(
-        self,
-        draft: Draft,
-        *,
-        actor: str,
-        now: datetime,
-        may_commit: Callable[[], bool] = lambda: True,
-    ) -> tuple[dict[str, Any], bool] | None:
-        """Write the draft's rows and commit, if `may_commit()` allows it once
-        they are written. Returns the refund as the API shows it and whether a job
-        was queued, or None when the rows were rolled back instead."""
-        try:
-            reply, queued = self._write(draft, actor, now)
-            allowed = may_commit()
-        except BaseException:
-            self._end(commit=False)
-            raise
-        self._end(commit=allowed)
-        return (reply, queued) if allowed else None
-
-    def abandon(self) -> None:
-        self._end(commit=False)
+    def write_rows(
+        self, draft: Draft, *, actor: str, now: datetime
+    ) -> tuple[dict[str, Any], bool]:
+        """Write the draft's rows in the open transaction. Returns the refund as
+        the API shows it and whether a job was queued."""
+        return self._write(draft, actor, now)
 
     def _begin(self) -> None:
         dbapi = self._connection.driver_connection
@@ -708,22 +734,22 @@ class RefundWriter:
 
 
 class PostgresRefundWriter:
-    """Runs the lean path's transaction on a psycopg AsyncConnection of its own,
+    """Runs the lean path's transactions on a psycopg AsyncConnection of its own,
     on the event loop, so that a request needs no thread-pool thread.
 
-    Used by one request at a time (see RefundWriters). The connection is in
-    autocommit mode and each transaction is begun explicitly, so that BEGIN and
-    the order query go in one pipeline: a request costs three round trips, that
-    one, the inserts, and COMMIT once `claim_commit` allows it. A connection that
-    fails is closed, and the next request opens a new one.
+    Used by one batch at a time (see _Batches). The connection is in autocommit
+    mode and each transaction is begun explicitly, so that BEGIN and the orders
+    query go in one pipeline. A batch costs three round trips, whatever its size:
+    that one, the inserts, and COMMIT once every request's `claim_commit` allows
+    it. A connection that fails is closed, and the next batch opens a new one.
     """
 
     def __init__(self, engine: Engine, rows: _RefundRows) -> None:
         _args, self._parameters = engine.dialect.create_connect_args(engine.url)
         self.rows = rows
         self._connection: psycopg.AsyncConnection[Any] | None = None
-        # One cursor serves every statement of the connection, since one request
-        # at a time uses it.
+        # One cursor serves every statement of the connection, since one batch at
+        # a time uses it.
         self._cursor: psycopg.AsyncCursor[Any] | None = None
 
     @property
@@ -756,103 +782,130 @@ class PostgresRefundWriter:
         if connection is not None:
             await connection.close()
 
-    async def serve(self, state: Any, request: _Request) -> _Outcome:
-        """Check, count and write one request, as `_run` does on SQLite."""
+    async def write_batch(self, state: Any, entries: list[_Entry]) -> None:
+        """Check, count and write a batch of requests in one transaction, and set
+        each request's outcome. A request left without one goes to the router."""
         try:
             await self.open()
         except Exception as exc:
             log.warning("lean_refund_open_failed", error=repr(exc))
-            return _Outcome()
+            return
         try:
-            return await self._serve(state, request)
+            await self._write_batch(state, entries)
         except BaseException:
-            # A request cancelled in the middle of a round trip leaves the
+            # A batch cancelled in the middle of a round trip leaves the
             # connection's state unknown, so the connection is not used again.
             await self.close()
             raise
 
-    async def _serve(self, state: Any, request: _Request) -> _Outcome:
-        settings = state.settings
-        now = utcnow()
+    async def _write_batch(self, state: Any, entries: list[_Entry]) -> None:
+        entries = _first_per_line_item(entries)
         try:
-            draft = await self._check(
-                request,
-                return_window=timedelta(days=settings.return_window_days),
-                auto_accept_below=settings.refund_auto_accept_below,
-                now=now,
-            )
+            rows = await self._read_orders(entries)
         except Exception as exc:
             log.warning(
-                "lean_refund_check_failed", order_id=request.order_id, error=repr(exc)
+                "lean_refund_check_failed",
+                order_ids=_order_ids(entries),
+                error=repr(exc),
             )
             await self._end(commit=False)
-            return _Outcome()
-        if draft is None:
+            return
+        drafts = await self._drafts(state, entries, rows)
+        if not drafts:
             await self._end(commit=False)
-            return _Outcome()
+            return
+        plans = [
+            entry.context.run(
+                self.rows.plan,
+                draft,
+                entry.request.principal.actor,
+                utcnow(),
+                revision=False,
+            )
+            for entry, draft in drafts
+        ]
+        statements = [statement for plan in plans for statement in plan.statements]
+        order_ids = sorted({draft.order_id for _entry, draft in drafts})
+        statements.append((_POSTGRES_REVISIONS, (order_ids,)))
         try:
-            await _count_write(state, draft.project_id)
-        except OrderDeskError as exc:
-            await self._end(commit=False)
-            return _Outcome(error=exc, counted=True)
-        try:
-            plan = self.rows.plan(draft, request.principal.actor, now)
-            await self._execute(plan.statements)
+            await self._execute(statements)
         except Exception as exc:
             log.warning(
-                "lean_refund_write_failed", order_id=request.order_id, error=repr(exc)
+                "lean_refund_write_failed",
+                order_ids=[draft.order_id for _entry, draft in drafts],
+                error=repr(exc),
             )
             await self._end(commit=False)
-            return _Outcome(counted=True)
-        if plan.message_id is not None:
-            _log_emitted(draft, plan.message_id)
-        # The request timeout may have sent its 503 while the rows were written.
-        # Then they are rolled back, as the route's commit would be refused.
-        if not claim_commit():
-            await self._end(commit=False)
-            return _Outcome(counted=True, timed_out=True)
-        try:
-            await self._end(commit=True)
-        except Exception as exc:
-            log.warning(
-                "lean_refund_write_failed", order_id=request.order_id, error=repr(exc)
-            )
-            return _Outcome(counted=True)
-        return _Outcome(
-            reply=plan.reply, queued=plan.message_id is not None, counted=True
-        )
+            for entry, _draft in drafts:
+                entry.finish(_Outcome(counted=True))
+            return
+        for (entry, draft), plan in zip(drafts, plans, strict=True):
+            if plan.message_id is not None:
+                entry.context.run(_log_emitted, draft, plan.message_id)
+        await self._commit(drafts, plans)
 
-    async def _check(
-        self,
-        request: _Request,
-        *,
-        return_window: timedelta,
-        auto_accept_below: Decimal | None,
-        now: datetime,
-    ) -> Draft | None:
-        """Begin the transaction and check that the request succeeds. Returns the
-        draft, or None when the router must decide. The transaction stays open
-        either way."""
+    async def _read_orders(self, entries: list[_Entry]) -> dict[int, Sequence[Any]]:
+        """Begin the transaction and read the rows that decide each request, by
+        the request's position in `entries` (from 1)."""
         connection, cursor = self._require_cursor()
-        line_item = request.line_item
         parameters = (
-            line_item,
-            *ACTIVE_STATUSES,
             str(PackageKind.OUTBOUND),
-            line_item,
-            line_item,
-            request.order_id,
+            [entry.request.order_id for entry in entries],
+            [entry.request.line_item for entry in entries],
+            *ACTIVE_STATUSES,
         )
         # Leaving the pipeline sends both statements and waits for both results.
+        # The query is planned on every run, not prepared: a prepared plan is kept
+        # while the tables grow, and one made when `refunds` was nearly empty
+        # scans the whole table for each request.
         async with connection.pipeline():
             await cursor.execute("BEGIN")
-            await cursor.execute(_POSTGRES_ORDER, parameters)
-        row = await cursor.fetchone()
-        if row is None or row[6] is None:
-            return None
+            await cursor.execute(_POSTGRES_ORDERS, parameters, prepare=False)
+        return {row[0]: row[1:] for row in await cursor.fetchall()}
 
+    async def _drafts(
+        self, state: Any, entries: list[_Entry], rows: dict[int, Sequence[Any]]
+    ) -> list[tuple[_Entry, Draft]]:
+        """Return the requests that this path writes, with their drafts, counted
+        by the rate limit. Every other request gets its outcome here."""
+        settings = state.settings
+        return_window = timedelta(days=settings.return_window_days)
+        drafts = []
+        for position, entry in enumerate(entries, start=1):
+            row = rows.get(position)
+            draft = None
+            if row is not None and row[6] is not None:
+                draft = self._draft(
+                    entry.request,
+                    row,
+                    return_window,
+                    settings.refund_auto_accept_below,
+                )
+            if draft is None:
+                entry.finish(_Outcome())
+                continue
+            try:
+                await _count_write(state, draft.project_id)
+            except OrderDeskError as exc:
+                entry.finish(_Outcome(error=exc, counted=True))
+                continue
+            drafts.append((entry, draft))
+        return drafts
+
+    def _draft(
+        self,
+        request: _Request,
+        row: Sequence[Any],
+        return_window: timedelta,
+        auto_accept_below: Decimal | None,
+    ) -> Draft | None:
         amount = self.rows.amount(
-            row, line_item, request.principal, return_window, auto_accept_below, now
+            row,
+            request.line_item,
+            request.principal,
+            return_window,
+            auto_accept_below,
+            utcnow(),
         )
         if amount is None:
             return None
@@ -862,11 +915,45 @@ class PostgresRefundWriter:
             request.order_id,
             project_id,
             currency,
-            line_item,
+            request.line_item,
             request.reason,
             amount,
             endpoints,
         )
+
+    async def _commit(
+        self, drafts: list[tuple[_Entry, Draft]], plans: list[_WritePlan]
+    ) -> None:
+        """Commit the written batch if no request of it timed out meanwhile, and
+        set the outcomes.
+
+        The request timeout may have sent its 503 while the rows were written.
+        Then the whole batch is rolled back, as the route's commit would be
+        refused, and its other requests go to the router.
+        """
+        claimed = [entry.context.run(claim_commit) for entry, _draft in drafts]
+        if not all(claimed):
+            await self._end(commit=False)
+            for (entry, _draft), allowed in zip(drafts, claimed, strict=True):
+                entry.finish(_Outcome(counted=True, timed_out=not allowed))
+            return
+        try:
+            await self._end(commit=True)
+        except Exception as exc:
+            log.warning(
+                "lean_refund_write_failed",
+                order_ids=[draft.order_id for _entry, draft in drafts],
+                error=repr(exc),
+            )
+            for entry, _draft in drafts:
+                entry.finish(_Outcome(counted=True))
+            return
+        for (entry, _draft), plan in zip(drafts, plans, strict=True):
+            entry.finish(
+                _Outcome(
+                    reply=plan.reply, queued=plan.message_id is not None, counted=True
+                )
+            )
 
     async def _execute(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
         connection, cursor = self._require_cursor()
@@ -898,6 +985,22 @@ class PostgresRefundWriter:
         if self._connection is None or self._cursor is None:
             raise ConnectionError("the writer's connection is not open")
         return self._connection, self._cursor
+
+
+def _first_per_line_item(entries: list[_Entry]) -> list[_Entry]:
+    """Return the batch without the requests for a line item that an earlier
+    request of the batch asks for. Those go to the router, which decides them
+    once this batch's transaction ends (with 409 when it wrote the refund)."""
+    seen: set[tuple[str, int]] = set()
+    first = []
+    for entry in entries:
+        key = (entry.request.order_id, entry.request.line_item)
+        if key in seen:
+            entry.finish(_Outcome())
+        else:
+            seen.add(key)
+            first.append(entry)
+    return first
 
 
 def match_refund_request(scope: Scope) -> str | None:
@@ -993,44 +1096,9 @@ class LeanRefundMiddleware:
         lock is taken only when free. A busy SQLite database is waited for in
         short sleeps, for up to BUSY_WAIT_SECONDS.
         """
-        if not writers.is_sqlite:
-            postgres_writer = await writers.postgres.take()
-            try:
-                return await postgres_writer.serve(state, request)
-            finally:
-                writers.postgres.give_back(postgres_writer)
-        settings = state.settings
-        # A rate limiter on Redis may wait for it, so the request then runs in
-        # the thread pool.
-        in_thread = bool(
-            settings.redis_url and settings.rate_limit_writes_per_minute > 0
-        )
-        deadline = time.monotonic() + BUSY_WAIT_SECONDS
-        pause = 0.0005
-        while True:
-            writer = await writers.sqlite.take()
-            try:
-                if not writer.is_open:
-                    # Checking a connection out of the pool may wait for it.
-                    try:
-                        await anyio.to_thread.run_sync(writer.open)
-                    except Exception as exc:
-                        log.warning("lean_refund_open_failed", error=repr(exc))
-                        return _Outcome()
-                if in_thread:
-                    outcome = await anyio.to_thread.run_sync(
-                        _run, state, writer, request
-                    )
-                else:
-                    outcome = _run(state, writer, request)
-            finally:
-                writers.sqlite.give_back(writer)
-            if not outcome.busy or time.monotonic() + pause > deadline:
-                return outcome
-            if has_timed_out():
-                return _Outcome(timed_out=True)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.01)
+        if writers.is_sqlite:
+            return await writers.sqlite.submit(state, request)
+        return await writers.postgres.submit(state, request)
 
     async def _pass_through(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
@@ -1116,52 +1184,94 @@ class _Outcome:
     timed_out: bool = False
 
 
-def _run(state: Any, writer: RefundWriter, request: _Request) -> _Outcome:
-    """Check, count and write one request on `writer`, synchronously."""
+def _run_batch(
+    state: Any, writer: RefundWriter, entries: Sequence[_Entry]
+) -> list[_Outcome] | None:
+    """Check, count and write a batch of requests in one transaction on `writer`,
+    synchronously, and commit it. Returns each request's outcome, in order, or
+    None when another SQLite writer holds the lock."""
+    try:
+        writer.begin()
+    except Busy:
+        return None
+    except Exception as exc:
+        log.warning(
+            "lean_refund_check_failed", order_ids=_order_ids(entries), error=repr(exc)
+        )
+        return [_Outcome() for _ in entries]
+    outcomes: list[_Outcome] = []
+    try:
+        for entry in entries:
+            # Each request runs in its own context: its request id in the log
+            # lines, and its deadline for claim_commit.
+            outcomes.append(entry.context.run(_run_in_batch, state, writer, entry))
+        writer.commit()
+    except Exception as exc:
+        writer.rollback()
+        log.warning(
+            "lean_refund_batch_failed", order_ids=_order_ids(entries), error=repr(exc)
+        )
+        return _uncommitted(outcomes, len(entries))
+    except BaseException:
+        writer.rollback()
+        raise
+    return outcomes
+
+
+def _run_in_batch(state: Any, writer: RefundWriter, entry: _Entry) -> _Outcome:
+    """Check, count and write one request of a batch between a savepoint and its
+    release. A request that the router must decide leaves nothing written."""
+    request = entry.request
     settings = state.settings
     now = utcnow()
+    writer.savepoint()
     try:
-        draft = writer.check(
-            request.order_id,
-            request.line_item,
-            request.reason,
-            request.principal,
+        draft = writer.check_rows(
+            request,
             return_window=timedelta(days=settings.return_window_days),
             auto_accept_below=settings.refund_auto_accept_below,
             now=now,
         )
-    except Busy:
-        return _Outcome(busy=True)
     except Exception as exc:
         log.warning(
             "lean_refund_check_failed", order_id=request.order_id, error=repr(exc)
         )
+        writer.rollback_to_savepoint()
         return _Outcome()
     if draft is None:
+        writer.release_savepoint()
         return _Outcome()
     try:
         state.rate_limiter.hit(draft.project_id, "write")
     except OrderDeskError as exc:
-        writer.abandon()
+        writer.release_savepoint()
         return _Outcome(error=exc, counted=True)
-    except BaseException:
-        writer.abandon()
-        raise
     try:
-        # The request timeout may have sent its 503 while the rows were written:
-        # then they are rolled back, as the route's commit would be refused.
-        written = writer.write(
-            draft, actor=request.principal.actor, now=now, may_commit=claim_commit
-        )
+        reply, queued = writer.write_rows(draft, actor=request.principal.actor, now=now)
     except Exception as exc:
         log.warning(
             "lean_refund_write_failed", order_id=request.order_id, error=repr(exc)
         )
+        writer.rollback_to_savepoint()
         return _Outcome(counted=True)
-    if written is None:
+    # The request timeout may have sent its 503 while the rows were written: then
+    # they are rolled back, as the route's commit would be refused.
+    if not claim_commit():
+        writer.rollback_to_savepoint()
         return _Outcome(counted=True, timed_out=True)
-    reply, queued = written
+    writer.release_savepoint()
     return _Outcome(reply=reply, queued=queued, counted=True)
+
+
+def _uncommitted(outcomes: Sequence[_Outcome], total: int) -> list[_Outcome]:
+    """Return the outcomes of a batch whose commit failed: each request that was
+    to get a reply goes to the router instead, still counted."""
+    result = [
+        _Outcome(counted=True) if outcome.reply is not None else outcome
+        for outcome in outcomes
+    ]
+    result.extend(_Outcome() for _ in range(total - len(outcomes)))
+    return result
 
 
 async def _count_write(state: Any, project_id: str) -> None:
@@ -1196,6 +1306,162 @@ class _IdleWriters(Generic[_Writer]):
         self._idle.put_nowait(writer)
 
 
+@dataclass
+class _Entry:
+    """A request waiting for its batch: the context it runs in (its request id and
+    deadline) and the future that receives its outcome."""
+
+    request: _Request
+    context: contextvars.Context
+    outcome: asyncio.Future[_Outcome]
+    # Until when (time.monotonic) the request waits for a busy SQLite database.
+    busy_until: float
+
+    def finish(self, outcome: _Outcome) -> None:
+        if not self.outcome.done():
+            self.outcome.set_result(outcome)
+
+
+BatchWriter = Callable[[Any, _Writer, list[_Entry]], Awaitable[None]]
+
+
+class _Batches(Generic[_Writer]):
+    """Requests waiting to be written, taken in batches: one transaction per
+    batch, so that BEGIN, COMMIT and the commit's WAL write are paid once for all
+    its requests (a group commit).
+
+    A request that arrives while no batch is being gathered starts a flusher
+    task, up to one per writer. The flusher lets the requests already scheduled
+    on the event loop join, then takes up to MAX_BATCH of them onto a writer,
+    and goes on while requests are waiting.
+    """
+
+    def __init__(self, writers: list[_Writer], write: BatchWriter[_Writer]) -> None:
+        self.idle = _IdleWriters(writers)
+        self._write = write
+        self._pending: deque[_Entry] = deque()
+        self._flushers: set[asyncio.Task[None]] = set()
+        self._gathering = False
+
+    async def submit(self, state: Any, request: _Request) -> _Outcome:
+        """Queue the request for a batch and return its outcome."""
+        loop = asyncio.get_running_loop()
+        entry = _Entry(
+            request,
+            contextvars.copy_context(),
+            loop.create_future(),
+            time.monotonic() + BUSY_WAIT_SECONDS,
+        )
+        self._pending.append(entry)
+        if not self._gathering and len(self._flushers) < len(self.idle.all):
+            self._gathering = True
+            task = loop.create_task(self._flush(state))
+            self._flushers.add(task)
+            task.add_done_callback(self._flushers.discard)
+        return await entry.outcome
+
+    async def _flush(self, state: Any) -> None:
+        while True:
+            # Requests already scheduled in this turn of the event loop join.
+            self._gathering = True
+            try:
+                await asyncio.sleep(0)
+            finally:
+                self._gathering = False
+            batch = self._take()
+            if not batch:
+                return
+            # Never waits: each flusher holds at most one writer at a time.
+            writer = await self.idle.take()
+            try:
+                await self._write(state, writer, batch)
+            except Exception as exc:
+                # The flusher goes on with the requests still waiting.
+                log.warning(
+                    "lean_refund_batch_failed",
+                    order_ids=_order_ids(batch),
+                    error=repr(exc),
+                )
+            finally:
+                self.idle.give_back(writer)
+                # A request left without an outcome goes to the router.
+                for entry in batch:
+                    entry.finish(_Outcome())
+
+    def _take(self) -> list[_Entry]:
+        """Take up to MAX_BATCH waiting requests, skipping those whose caller has
+        gone (its task was cancelled)."""
+        batch: list[_Entry] = []
+        while self._pending and len(batch) < MAX_BATCH:
+            entry = self._pending.popleft()
+            if not entry.outcome.done():
+                batch.append(entry)
+        return batch
+
+
+async def _write_sqlite_batch(
+    state: Any, writer: RefundWriter, entries: list[_Entry]
+) -> None:
+    """Write a batch on the SQLite writer and set each request's outcome.
+
+    The statements run on the event loop, because they never wait: the write lock
+    is taken only when it is free. While it is not, the batch waits in short
+    sleeps, each request for up to BUSY_WAIT_SECONDS. With a rate limiter on
+    Redis, which may wait for Redis, the batch runs in the thread pool instead.
+    """
+    if not writer.is_open:
+        # Checking a connection out of the pool may wait for it.
+        try:
+            await anyio.to_thread.run_sync(writer.open)
+        except Exception as exc:
+            log.warning("lean_refund_open_failed", error=repr(exc))
+            return
+    settings = state.settings
+    in_thread = bool(settings.redis_url and settings.rate_limit_writes_per_minute > 0)
+    pause = 0.0005
+    while entries:
+        if in_thread:
+            outcomes = await anyio.to_thread.run_sync(
+                _run_batch, state, writer, entries
+            )
+        else:
+            outcomes = _run_batch(state, writer, entries)
+        if outcomes is not None:
+            for entry, outcome in zip(entries, outcomes, strict=True):
+                entry.finish(outcome)
+            return
+        entries = _still_waiting(entries, pause)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.01)
+
+
+async def _write_postgres_batch(
+    state: Any, writer: PostgresRefundWriter, entries: list[_Entry]
+) -> None:
+    await writer.write_batch(state, entries)
+
+
+def _order_ids(entries: Sequence[_Entry]) -> list[str]:
+    return [entry.request.order_id for entry in entries]
+
+
+def _still_waiting(entries: list[_Entry], pause: float) -> list[_Entry]:
+    """Return the requests of a busy batch that wait on. Each request that timed
+    out, or would wait past its busy_until, gets its outcome instead."""
+    now = time.monotonic()
+    waiting = []
+    for entry in entries:
+        if entry.outcome.done():
+            continue
+        if entry.context.run(has_timed_out):
+            entry.finish(_Outcome(timed_out=True))
+        elif now + pause > entry.busy_until:
+            entry.finish(_Outcome(busy=True))
+        else:
+            waiting.append(entry)
+    return waiting
+
+
 class RefundWriters:
     """The writers of one app: one for SQLite, which has one writer at a time
     anyway, and POSTGRES_WRITERS for PostgreSQL, each with its own connection."""
@@ -1210,13 +1476,13 @@ class RefundWriters:
             PostgresRefundWriter(engine, rows)
             for _ in range(0 if self.is_sqlite else POSTGRES_WRITERS)
         ]
-        self.sqlite = _IdleWriters(sqlite)
-        self.postgres = _IdleWriters(postgres)
+        self.sqlite = _Batches(sqlite, _write_sqlite_batch)
+        self.postgres = _Batches(postgres, _write_postgres_batch)
 
     async def close(self) -> None:
-        for writer in self.sqlite.all:
+        for writer in self.sqlite.idle.all:
             writer.close()
-        for postgres_writer in self.postgres.all:
+        for postgres_writer in self.postgres.idle.all:
             await postgres_writer.close()
 
 
