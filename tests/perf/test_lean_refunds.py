@@ -403,7 +403,7 @@ def test_idempotency_key_goes_to_the_router(
 
 def test_every_active_status_blocks_a_second_request() -> None:
     # The statement names one placeholder per active status.
-    assert lean._STATEMENTS["order"].count("?") == 3 + len(ACTIVE_STATUSES)
+    assert lean._STATEMENTS["order"].count("?") == 6 + len(ACTIVE_STATUSES)
 
 
 @pytest.mark.parametrize(

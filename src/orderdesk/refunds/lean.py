@@ -80,7 +80,6 @@ from orderdesk.refunds.schemas import RefundRequestIn, refund_body
 from orderdesk.refunds.services import paid_total
 from orderdesk.refunds.statuses import RefundEvent, RefundOrigin, RefundStatus
 from orderdesk.request_timeout import claim_commit, has_timed_out
-from orderdesk.shipping.models import Package
 from orderdesk.shipping.statuses import PackageKind
 from orderdesk.timefmt import iso
 from orderdesk.webhooks import events as webhook_events
@@ -125,14 +124,20 @@ POSTGRES_STATEMENT_TIMEOUT = "5s"
 
 # The statements of this path, with "?" for each parameter.
 _STATEMENTS = {
-    # The order, and whether the line item has an active refund request.
-    "order": "SELECT project_id, client_secret_hash, payment_state, currency, "
-    "EXISTS (SELECT 1 FROM refunds WHERE order_id = ? AND line_item = ? "
-    "AND status IN (?, ?, ?)) FROM orders WHERE id = ?",
-    "item": 'SELECT "index", quantity, unit_price, sales_tax, shipping, total, '
-    'delivered_at FROM order_line_items WHERE order_id = ? ORDER BY "index" '
-    "LIMIT 1 OFFSET ?",
-    "packages": "SELECT line_items FROM packages WHERE order_id = ? AND kind = ?",
+    # The order, whether the line item has an active refund request, whether an
+    # outbound package contains it, and the line item's price columns (NULL when
+    # the order has no such line item). SQLite only.
+    "order": "SELECT o.project_id, o.client_secret_hash, o.payment_state, "
+    "o.currency, "
+    "EXISTS (SELECT 1 FROM refunds WHERE order_id = o.id AND line_item = ? "
+    "AND status IN (?, ?, ?)), "
+    "EXISTS (SELECT 1 FROM packages AS p, json_each(p.line_items) AS item "
+    "WHERE p.order_id = o.id AND p.kind = ? AND item.value = ?), "
+    'li."index", li.quantity, li.unit_price, li.sales_tax, li.shipping, li.total, '
+    "li.delivered_at FROM orders AS o LEFT JOIN ("
+    'SELECT "index", quantity, unit_price, sales_tax, shipping, total, delivered_at '
+    'FROM order_line_items WHERE order_id = ? ORDER BY "index" LIMIT 1 OFFSET ?'
+    ") AS li WHERE o.id = ?",
     "endpoints": "SELECT id, events FROM webhook_endpoints WHERE project_id = ? "
     "ORDER BY created_at, id",
     "revision": "INSERT INTO order_revisions (order_id, revision) VALUES (?, 1) "
@@ -141,17 +146,16 @@ _STATEMENTS = {
 }
 
 
-# The "order", "item", "packages" and "endpoints" statements as one, for
-# PostgreSQL, for every request of a batch: the parameters are the outbound
-# kind, the arrays of order ids and line items, and the active statuses. Each
-# row starts with the request's position in those arrays (from 1), and the order
-# of a request whose order does not exist has no row. The endpoints come as a
-# JSON array of [id, events] pairs, in the order `emit_event` reads them. They
-# are locked FOR KEY SHARE, as `emit_event` locks them, so an endpoint deleted at
-# the same time waits for this transaction. The active request is looked up in
-# a LATERAL subquery with LIMIT 1, so that it is one probe of the partial unique
-# index per request: as an EXISTS, the planner may read every active refund into
-# a hash instead.
+# The "order" and "endpoints" statements as one, for PostgreSQL, for every
+# request of a batch: the parameters are the outbound kind, the arrays of order
+# ids and line items, and the active statuses. Each row starts with the
+# request's position in those arrays (from 1), and a request whose order does
+# not exist has no row. The endpoints come as a JSON array of [id, events]
+# pairs, in the order `emit_event` reads them. They are locked FOR KEY SHARE, as
+# `emit_event` locks them, so an endpoint deleted at the same time waits for
+# this transaction. The active request is looked up in a LATERAL subquery with
+# LIMIT 1, so that it is one probe of the partial unique index per request: as
+# an EXISTS, the planner may read every active refund into a hash instead.
 _POSTGRES_ORDERS = (
     "SELECT r.position, o.project_id, o.client_secret_hash, o.payment_state, "
     "o.currency, active.found IS NOT NULL, "
@@ -328,7 +332,6 @@ class _RefundRows:
         items = LineItem.__table__
         self.decimal = _result(items, "unit_price", engine)
         self.datetime = _result(items, "delivered_at", engine)
-        self.json = _result(Package.__table__, "line_items", engine)
         self.events_json = _result(WebhookEndpoint.__table__, "events", engine)
         self.refund = _Insert(
             Refund.__table__,
@@ -554,6 +557,9 @@ class RefundWriter:
         self.rows = rows
         self._connection: Any = None
         self._open_lock = threading.Lock()
+        # The subscribed endpoints of each project, by project id, read in the
+        # current transaction.
+        self._endpoints: dict[str, list[str]] = {}
 
     @property
     def is_open(self) -> bool:
@@ -586,6 +592,9 @@ class RefundWriter:
         if self._connection is None:
             raise ConnectionError("the writer's connection is not open")
         self._begin()
+        # The transaction holds the write lock, so no endpoint changes until it
+        # ends: each project's endpoints are read once per batch.
+        self._endpoints = {}
 
     def commit(self) -> None:
         self._end(commit=True)
@@ -690,8 +699,11 @@ class RefundWriter:
         if amount is None:
             return None
         project_id, currency = row[0], row[3]
-        cursor.execute(self.rows.sql["endpoints"], (project_id,))
-        endpoints = self.rows.subscribed(cursor.fetchall())
+        endpoints = self._endpoints.get(project_id)
+        if endpoints is None:
+            cursor.execute(self.rows.sql["endpoints"], (project_id,))
+            endpoints = self.rows.subscribed(cursor.fetchall())
+            self._endpoints[project_id] = endpoints
         cursor.close()
         return Draft(order_id, project_id, currency, line_item, "", amount, endpoints)
 
@@ -706,19 +718,20 @@ class RefundWriter:
         outbound package contains it. The line item's index, quantity, unit price,
         tax, shipping, total and delivery time follow.
         """
-        sql = self.rows.sql
-        cursor.execute(sql["order"], (order_id, line_item, *ACTIVE_STATUSES, order_id))
-        order = cursor.fetchone()
-        if order is None:
+        parameters = (
+            line_item,
+            *ACTIVE_STATUSES,
+            str(PackageKind.OUTBOUND),
+            line_item,
+            order_id,
+            line_item,
+            order_id,
+        )
+        cursor.execute(self.rows.sql["order"], parameters)
+        row: tuple[Any, ...] | None = cursor.fetchone()
+        if row is None or row[6] is None:
             return None
-        cursor.execute(sql["item"], (order_id, line_item))
-        item = cursor.fetchone()
-        if item is None:
-            return None
-        cursor.execute(sql["packages"], (order_id, str(PackageKind.OUTBOUND)))
-        json_value = self.rows.json
-        shipped = any(line_item in json_value(value) for (value,) in cursor.fetchall())
-        return (*order, shipped, *item)
+        return row
 
     def _write(
         self, draft: Draft, actor: str, now: datetime
