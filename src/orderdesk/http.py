@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
@@ -260,6 +261,10 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+# The status that nginx logs for a request whose client left before the reply.
+CLIENT_CLOSED_REQUEST = 499
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -309,6 +314,19 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "5"},
         )
         error.status_code = 503
+        return error_response(error)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_left(request: Request, _exc: ClientDisconnect) -> JSONResponse:
+        # The client closed the connection before its body arrived, so nobody
+        # reads this reply. 499 (nginx's "client closed request") keeps it out of
+        # the server errors in the logs and metrics.
+        log.info("client_disconnected", method=request.method, path=request.url.path)
+        error = OrderDeskError(
+            "The client closed the connection before the request body arrived.",
+            code="client_disconnected",
+        )
+        error.status_code = CLIENT_CLOSED_REQUEST
         return error_response(error)
 
     @app.exception_handler(DBAPIError)

@@ -22,6 +22,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, select, text
+from structlog.testing import capture_logs
 from tests import factories
 from tests.conftest import KeyMaker
 from tests.perf.test_lean_refunds import lean_middleware, without_lean_path
@@ -564,3 +565,34 @@ def revision_of(runtime: Runtime, order_id: str) -> int:
     with runtime.session_factory() as session:
         row = session.get(OrderRevision, order_id)
         return row.revision if row else 0
+
+
+def test_client_leaving_mid_body_is_not_a_server_error(
+    apps: tuple[FastAPI, FastAPI], api_key: str, runtime: Runtime
+) -> None:
+    """The client sends half a body and hangs up. Both apps log it as a client
+    that left (status 499), not as an unhandled error with status 500."""
+    order = shipped_order(runtime, items=1, delivered_days_ago=1)
+    half = body_of(0)[:10]
+
+    async def attack() -> list[int | None]:
+        statuses = []
+        for app in apps:
+            await warm(app)
+            exchange = Exchange(
+                app, refund_path(order.id), key_headers(api_key), [half],
+                complete=False,
+            )  # fmt: skip
+            await asyncio.sleep(0.05)
+            await exchange.finish()
+            statuses.append(exchange.start["status"] if exchange.start else None)
+        return statuses
+
+    with capture_logs() as events:
+        statuses = asyncio.run(attack())
+    names = [event["event"] for event in events]
+    assert "unhandled_error" not in names
+    assert "request_failed" not in names
+    assert names.count("client_disconnected") == 2
+    assert statuses == [499, 499]
+    assert refund_count(runtime, order.id) == 0
