@@ -211,3 +211,27 @@ def _principal(runtime: Runtime) -> Any:
     return KeyPrincipal(
         project_id=project_id, key_id="test", scopes=frozenset({"orders.update"})
     )
+
+
+def test_two_line_items_of_one_order(
+    app: FastAPI, api_key: str, runtime: Runtime
+) -> None:
+    """Two requests of one batch for two line items of the same order write both
+    refunds and raise the order's revision."""
+    order = shipped_order(runtime, items=2, delivered_days_ago=1)
+    before = revision_of(runtime, order.id)
+
+    async def request_both() -> list[Reply]:
+        await warm(app)
+        sent = (
+            post(app, order.id, key_headers(api_key), body_of(index))
+            for index in (0, 1)
+        )
+        return list(await asyncio.gather(*sent))
+
+    replies = asyncio.run(request_both())
+
+    assert [reply.status for reply in replies] == [201, 201]
+    assert {reply.json()["lineItem"] for reply in replies} == {0, 1}
+    assert refund_count(runtime, order.id) == 2
+    assert revision_of(runtime, order.id) > before

@@ -640,9 +640,23 @@ class RefundWriter:
     def write_rows(
         self, draft: Draft, *, actor: str, now: datetime
     ) -> tuple[dict[str, Any], bool]:
-        """Write the draft's rows in the open transaction. Returns the refund as
-        the API shows it and whether a job was queued."""
+        """Write the draft's rows in the open transaction, all but the order's
+        revision (see raise_revisions). Returns the refund as the API shows it and
+        whether a job was queued."""
         return self._write(draft, actor, now)
+
+    def raise_revisions(self, order_ids: Sequence[str]) -> None:
+        """Raise the revision of each order once per time it appears, in one
+        statement of the open transaction."""
+        if not order_ids:
+            return
+        rows = ", ".join("(?, 1)" for _ in order_ids)
+        # Only placeholders are interpolated.
+        sql = (
+            f"INSERT INTO order_revisions (order_id, revision) VALUES {rows} "  # noqa: S608
+            "ON CONFLICT (order_id) DO UPDATE SET revision = revision + 1"
+        )
+        self._connection.driver_connection.execute(sql, tuple(order_ids))
 
     def _begin(self) -> None:
         dbapi = self._connection.driver_connection
@@ -736,7 +750,8 @@ class RefundWriter:
     def _write(
         self, draft: Draft, actor: str, now: datetime
     ) -> tuple[dict[str, Any], bool]:
-        plan = self.rows.plan(draft, actor, now)
+        # The batch raises the revisions of all its orders in one statement.
+        plan = self.rows.plan(draft, actor, now, revision=False)
         cursor = self._connection.cursor()
         for statement, parameters in plan.statements:
             cursor.execute(statement, parameters)
@@ -1218,6 +1233,12 @@ def _run_batch(
             # Each request runs in its own context: its request id in the log
             # lines, and its deadline for claim_commit.
             outcomes.append(entry.context.run(_run_in_batch, state, writer, entry))
+        written = [
+            entry.request.order_id
+            for entry, outcome in zip(entries, outcomes, strict=True)
+            if outcome.reply is not None
+        ]
+        writer.raise_revisions(written)
         writer.commit()
     except Exception as exc:
         writer.rollback()
