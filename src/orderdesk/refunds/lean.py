@@ -262,6 +262,7 @@ class _Insert:
         markers = ", ".join(marker for _ in self.columns)
         # Only column names of our own tables and placeholders are interpolated.
         self.sql = f"INSERT INTO {table.name} ({names}) VALUES ({markers})"  # noqa: S608
+        self._row_markers = f"({markers})"
         # The defaults are converted once. Each call converts only the caller's
         # values, which come first in `columns`.
         self._given = tuple(zip(columns, self.processors[: len(columns)], strict=True))
@@ -271,6 +272,12 @@ class _Insert:
                 self.defaults.values(), self.processors[len(columns) :], strict=True
             )
         )
+
+    def sql_for_rows(self, count: int) -> str:
+        """Return the statement that inserts `count` rows: the parameters of
+        each row in turn."""
+        rows = ", ".join(self._row_markers for _ in range(count))
+        return self.sql.split(" VALUES ", 1)[0] + f" VALUES {rows}"
 
     def parameters(self, values: dict[str, Any]) -> tuple[Any, ...]:
         given = [
@@ -377,6 +384,27 @@ class _RefundRows:
         self.rows_at_once: str | None = None
         if not self.is_sqlite:
             self.rows_at_once = f"WITH refund AS ({self.refund.sql}) {self.event.sql}"
+        # The refund rows of a PostgreSQL batch's requests without webhook rows,
+        # by the number of requests (see rows_of_many).
+        self._many: dict[int, str] = {}
+
+    def rows_of_many(self, plans: Sequence[_WritePlan]) -> tuple[str, tuple[Any, ...]]:
+        """Return one statement that writes the refunds and history events of
+        `plans`, each made by `plan` as one `rows_at_once` statement."""
+        count = len(plans)
+        sql = self._many.get(count)
+        if sql is None:
+            refunds = self.refund.sql_for_rows(count)
+            events = self.event.sql_for_rows(count)
+            sql = self._many[count] = f"WITH refund AS ({refunds}) {events}"
+        width = len(self.refund.columns)
+        refund_values: list[Any] = []
+        event_values: list[Any] = []
+        for plan in plans:
+            [(_sql, parameters)] = plan.statements
+            refund_values.extend(parameters[:width])
+            event_values.extend(parameters[width:])
+        return sql, (*refund_values, *event_values)
 
     def amount(
         self,
@@ -852,7 +880,14 @@ class PostgresRefundWriter:
             )
             for entry, draft in drafts
         ]
-        statements = [statement for plan in plans for statement in plan.statements]
+        # Refunds without webhook rows go in one statement for the batch.
+        without_webhooks = [plan for plan in plans if plan.message_id is None]
+        statements = []
+        if without_webhooks:
+            statements.append(self.rows.rows_of_many(without_webhooks))
+        for plan in plans:
+            if plan.message_id is not None:
+                statements.extend(plan.statements)
         order_ids = sorted({draft.order_id for _entry, draft in drafts})
         statements.append((_POSTGRES_REVISIONS, (order_ids,)))
         try:
