@@ -142,6 +142,8 @@ def _insert_unless_deduplicated(session: Session, job: Job) -> Job | None:
         if column.key != "id"
     }
     statement = _insert_unless_deduplicated_statement(_dialect_name(session))
+    # NOTE: the ORM leaves None values out of such an INSERT, so a column left
+    # None would get its column default. `enqueue` sets every column that has one.
     return session.scalars(statement, values).first()
 
 

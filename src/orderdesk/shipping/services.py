@@ -305,6 +305,9 @@ def _insert_unless_recorded(session: Session, package: Package) -> Package | Non
         column.key: getattr(package, column.key) for column in Package.__table__.columns
     }
     statement = _insert_unless_recorded_statement(session.get_bind().dialect.name)
+    # NOTE: the ORM leaves None values out of such an INSERT, so a column left
+    # None would get its column default. `_new_package` sets every column that has
+    # one, and the caller sets the id.
     inserted = session.scalars(statement, values).first()
     if inserted is None:
         return None
