@@ -1051,9 +1051,9 @@ class PostgresRefundWriter:
 
 
 def _first_per_line_item(entries: list[_Entry]) -> list[_Entry]:
-    """Return the batch without the requests for a line item that an earlier
-    request of the batch asks for. Those go to the router, which decides them
-    once this batch's transaction ends (with 409 when it wrote the refund)."""
+    """Return the batch without the requests whose line item an earlier request
+    of the batch names. Those go to the router, which decides them once this
+    batch's transaction ends (with 409 when it wrote the refund)."""
     seen: set[tuple[str, int]] = set()
     first = []
     for entry in entries:
@@ -1440,7 +1440,7 @@ class _Batches(Generic[_Writer]):
             batch = self._take()
             if not batch:
                 return
-            # Never waits: each flusher holds at most one writer at a time.
+            # Never waits: each flusher uses at most one writer at a time.
             writer = await self.idle.take()
             try:
                 await self._write(state, writer, batch)
