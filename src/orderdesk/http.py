@@ -318,7 +318,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ClientDisconnect)
     async def _client_left(request: Request, _exc: ClientDisconnect) -> JSONResponse:
-        # The client closed the connection before its body arrived, so nobody
+        # The client closed the connection before its body arrived, so no client
         # reads this reply. 499 (nginx's "client closed request") keeps it out of
         # the server errors in the logs and metrics.
         log.info("client_disconnected", method=request.method, path=request.url.path)

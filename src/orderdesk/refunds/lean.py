@@ -140,8 +140,6 @@ _STATEMENTS = {
     ") AS li WHERE o.id = ?",
     "endpoints": "SELECT id, events FROM webhook_endpoints WHERE project_id = ? "
     "ORDER BY created_at, id",
-    "revision": "INSERT INTO order_revisions (order_id, revision) VALUES (?, 1) "
-    "ON CONFLICT (order_id) DO UPDATE SET revision = order_revisions.revision + 1",
     "notify": "SELECT pg_notify(?, ?)",
 }
 
@@ -458,12 +456,10 @@ class _RefundRows:
             if subscribes_to(self.events_json(events), event_type)
         ]
 
-    def plan(
-        self, draft: Draft, actor: str, now: datetime, *, revision: bool = True
-    ) -> _WritePlan:
+    def plan(self, draft: Draft, actor: str, now: datetime) -> _WritePlan:
         """Return the statements that write the draft's rows as the route writes
-        them: the refund, its history event, the webhook rows and, unless
-        `revision` is false, the order's revision."""
+        them: the refund, its history event and the webhook rows. The batch raises
+        the order's revision after every request's rows."""
         refund_id = str(uuid.uuid4())
         status = str(RefundStatus.INITIATED)
         refund = NewRefund(
@@ -481,6 +477,7 @@ class _RefundRows:
         refund_values = self.refund.parameters(
             {name: getattr(refund, name) for name in self.refund.caller_columns}
         )
+
         event_at = utcnow()
         event_values = self.event.parameters(
             {
@@ -498,13 +495,12 @@ class _RefundRows:
         )
         history = [{"status": status, "at": iso(event_at), "actor": actor}]
         reply = refund_body(refund, history)
-        if self.rows_at_once is not None and not draft.endpoints and not revision:
+
+        if self.rows_at_once is not None and not draft.endpoints:
             statement = (self.rows_at_once, (*refund_values, *event_values))
             return _WritePlan([statement], reply, None)
         statements = [(self.refund.sql, refund_values), (self.event.sql, event_values)]
         message_id = self._emit(statements, draft, reply)
-        if revision:
-            statements.append((self.sql["revision"], (draft.order_id,)))
         return _WritePlan(statements, reply, message_id)
 
     def _emit(
@@ -778,8 +774,7 @@ class RefundWriter:
     def _write(
         self, draft: Draft, actor: str, now: datetime
     ) -> tuple[dict[str, Any], bool]:
-        # The batch raises the revisions of all its orders in one statement.
-        plan = self.rows.plan(draft, actor, now, revision=False)
+        plan = self.rows.plan(draft, actor, now)
         cursor = self._connection.cursor()
         for statement, parameters in plan.statements:
             cursor.execute(statement, parameters)
@@ -876,7 +871,6 @@ class PostgresRefundWriter:
                 draft,
                 entry.request.principal.actor,
                 utcnow(),
-                revision=False,
             )
             for entry, draft in drafts
         ]
