@@ -42,6 +42,7 @@ MISSING = "00000000-0000-4000-8000-000000000000"
 # request timeout of TIMEOUT_SECONDS.
 REPLY_WAIT_SECONDS = 5.0
 TIMEOUT_SECONDS = 0.5
+WARM_UP_WAIT_SECONDS = 30.0
 
 
 @dataclass
@@ -151,7 +152,9 @@ def body_of(line_item: Any, reason: Any = "It broke.") -> bytes:
 async def warm(app: FastAPI) -> None:
     """Match the route once, which the lean path waits for before it serves."""
     exchange = Exchange(app, refund_path(MISSING), {}, [b"{}"])
-    reply = await exchange.reply()
+    # The first request of an app also builds its middleware stack and opens the
+    # database, so it gets a longer bound than REPLY_WAIT_SECONDS.
+    reply = await exchange.reply(WARM_UP_WAIT_SECONDS)
     assert reply is not None and reply.status == 401
     await exchange.finish()
 
