@@ -15,6 +15,7 @@ import asyncio
 import contextvars
 import json
 import threading
+import time
 from typing import Any
 
 import structlog
@@ -44,9 +45,13 @@ class RequestDeadline:
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+        self.ends_at = time.monotonic() + seconds
         self._lock = threading.Lock()
         self._expired = False
         self._committed_or_replied = False
+        # Made by wait_expired() only, since few requests need it. expire() and
+        # wait_expired() both run on the event loop's thread.
+        self._expired_event: asyncio.Event | None = None
 
     @property
     def expired(self) -> bool:
@@ -58,7 +63,9 @@ class RequestDeadline:
             if self._committed_or_replied:
                 return False
             self._expired = True
-            return True
+        if self._expired_event is not None:
+            self._expired_event.set()
+        return True
 
     def claim(self) -> bool:
         """Record that the request commits or replies; False once it has expired."""
@@ -67,6 +74,20 @@ class RequestDeadline:
                 return False
             self._committed_or_replied = True
             return True
+
+    async def wait_expired(self) -> None:
+        """Wait until the request is marked as timed out."""
+        if self._expired:
+            return
+        if self._expired_event is None:
+            self._expired_event = asyncio.Event()
+        await self._expired_event.wait()
+
+    def release(self) -> None:
+        """Undo a claim whose commit failed, so that the timeout can stop the
+        request again."""
+        with self._lock:
+            self._committed_or_replied = False
 
 
 _current: contextvars.ContextVar[RequestDeadline | None] = contextvars.ContextVar(
@@ -88,6 +109,33 @@ def claim_commit() -> bool:
     return False
 
 
+def release_commit() -> None:
+    """Undo the current request's `claim_commit` after its commit failed and
+    nothing was committed, so that the timeout can stop the request again."""
+    deadline = _current.get()
+    if deadline is not None:
+        deadline.release()
+
+
+def seconds_left() -> float | None:
+    """Return the seconds until the current request times out, or None when it
+    has no timeout."""
+    deadline = _current.get()
+    if deadline is None:
+        return None
+    return max(0.0, deadline.ends_at - time.monotonic())
+
+
+async def until_timed_out() -> None:
+    """Wait until the timeout has sent its 503, for a request whose time ran out
+    while a claim of it was held and then undone (the middleware looks again
+    every _RECHECK_SECONDS). Returns at once for a request without a timeout or
+    one that timed out already."""
+    deadline = _current.get()
+    if deadline is not None:
+        await deadline.wait_expired()
+
+
 def has_timed_out() -> bool:
     """Return whether the current request got the timeout's 503 already."""
     deadline = _current.get()
@@ -98,6 +146,10 @@ def has_timed_out() -> bool:
 def _refuse_commit_after_timeout(session: Session) -> None:
     # Thread-pool calls run in a copy of the request's context, so the request's
     # deadline is visible here. Sessions of the worker and the CLI have none.
+    # NOTE: the claim comes before the commit's own flush. A flush that then waits
+    # on a lock is not stopped by the timeout, so such a request replies late.
+    # Flushing here first made the timed-out route's session close while its
+    # commit ran, which left the connection idle in its transaction.
     deadline = _current.get()
     if deadline is not None and not deadline.claim():
         log.warning("timed_out_commit_refused", timeout_seconds=deadline.seconds)

@@ -45,14 +45,16 @@ def count_commits(monkeypatch: pytest.MonkeyPatch, runtime: Runtime) -> list[int
 
         monkeypatch.setattr(lean.RefundWriter, "commit", counted)
         return commits
-    end = lean.PostgresRefundWriter._end
+    execute = lean.PostgresRefundWriter._execute
 
-    async def counted_end(self: lean.PostgresRefundWriter, *, commit: bool) -> None:
-        await end(self, commit=commit)
-        if commit:
+    async def counted_execute(
+        self: lean.PostgresRefundWriter, statements: list[tuple[str, tuple[Any, ...]]]
+    ) -> None:
+        await execute(self, statements)
+        if statements[-1][0] == "COMMIT":
             commits.append(1)
 
-    monkeypatch.setattr(lean.PostgresRefundWriter, "_end", counted_end)
+    monkeypatch.setattr(lean.PostgresRefundWriter, "_execute", counted_execute)
     return commits
 
 
@@ -72,16 +74,20 @@ def fail_first_commit(monkeypatch: pytest.MonkeyPatch, runtime: Runtime) -> None
 
         monkeypatch.setattr(lean.RefundWriter, "commit", failing)
         return
-    end = lean.PostgresRefundWriter._end
+    execute = lean.PostgresRefundWriter._execute
 
-    async def failing_end(self: lean.PostgresRefundWriter, *, commit: bool) -> None:
-        if commit and not failed:
-            failed.append(True)
-            await end(self, commit=False)
-            raise psycopg.errors.DiskFull("could not extend file")
-        await end(self, commit=commit)
+    async def failing_execute(
+        self: lean.PostgresRefundWriter, statements: list[tuple[str, tuple[Any, ...]]]
+    ) -> None:
+        if statements[-1][0] != "COMMIT" or failed:
+            await execute(self, statements)
+            return
+        failed.append(True)
+        # The rows are written, and then COMMIT fails.
+        await execute(self, statements[:-1])
+        raise psycopg.errors.DiskFull("could not extend file")
 
-    monkeypatch.setattr(lean.PostgresRefundWriter, "_end", failing_end)
+    monkeypatch.setattr(lean.PostgresRefundWriter, "_execute", failing_execute)
 
 
 async def post_all(

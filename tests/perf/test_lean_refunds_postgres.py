@@ -147,7 +147,7 @@ class TestStatementTimeout:
 
     @pytest.fixture(autouse=True)
     def short_timeout(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(lean, "POSTGRES_STATEMENT_TIMEOUT", "200ms")
+        monkeypatch.setattr(lean, "POSTGRES_STATEMENT_TIMEOUT_MS", 200)
 
     def test_locked_insert_goes_to_the_router(
         self, api_key: str, runtime: Runtime
