@@ -187,13 +187,13 @@ _POSTGRES_ORDERS = (
 # The revisions of every order that a PostgreSQL batch wrote, raised in one
 # statement after all its other rows, in order id order, so that the revision
 # rows stay the last locks a transaction takes (see orders.revision).
-# Sets statement_timeout for the rest of the transaction only.
-_POSTGRES_SET_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
 _POSTGRES_REVISIONS = (
     "INSERT INTO order_revisions (order_id, revision) "
     "SELECT order_id, 1 FROM unnest(%s::text[]) AS order_id "
     "ON CONFLICT (order_id) DO UPDATE SET revision = order_revisions.revision + 1"
 )
+# Sets statement_timeout for the rest of the transaction only.
+_POSTGRES_SET_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
 
 
 @dataclass(slots=True)
