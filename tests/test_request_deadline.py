@@ -8,7 +8,7 @@ import time
 from orderdesk.request_timeout import RequestDeadline
 
 
-def test_claim_holds_off_expiry_until_released() -> None:
+def test_claim_blocks_expiry_until_release() -> None:
     deadline = RequestDeadline(0.5)
     assert deadline.claim()
     assert not deadline.expire()
@@ -19,13 +19,13 @@ def test_claim_holds_off_expiry_until_released() -> None:
     assert not deadline.claim()
 
 
-def test_ends_at_follows_the_timeout() -> None:
+def test_ends_at_matches_timeout() -> None:
     before = time.monotonic()
     deadline = RequestDeadline(2.0)
     assert before + 2.0 <= deadline.ends_at <= time.monotonic() + 2.0
 
 
-def test_wait_expired_returns_once_the_middleware_expires() -> None:
+def test_wait_expired_after_expiry() -> None:
     async def scenario() -> tuple[bool, bool]:
         deadline = RequestDeadline(0.5)
         deadline.claim()
@@ -43,7 +43,7 @@ def test_wait_expired_returns_once_the_middleware_expires() -> None:
     assert expired
 
 
-def test_wait_expired_returns_at_once_when_expired() -> None:
+def test_wait_expired_when_already_expired() -> None:
     async def scenario() -> None:
         deadline = RequestDeadline(0.5)
         deadline.expire()

@@ -148,8 +148,8 @@ def _refuse_commit_after_timeout(session: Session) -> None:
     # deadline is visible here. Sessions of the worker and the CLI have none.
     # NOTE: the claim comes before the commit's own flush. A flush that then waits
     # on a lock is not stopped by the timeout, so such a request replies late.
-    # Flushing here first made the timed-out route's session close while its
-    # commit ran, which left the connection idle in its transaction.
+    # Flushing here first is no fix: the timed-out route's session is then closed
+    # while its commit runs, which leaves the connection idle in its transaction.
     deadline = _current.get()
     if deadline is not None and not deadline.claim():
         log.warning("timed_out_commit_refused", timeout_seconds=deadline.seconds)
