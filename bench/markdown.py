@@ -48,10 +48,17 @@ def worker_rows(phases: list[dict[str, Any]]) -> list[str]:
 
 
 def goal_rows(goals: list[dict[str, Any]]) -> list[str]:
-    lines = ["| goal | value | target | met |", "| --- | ---: | --- | --- |"]
+    lines = [
+        "| goal | value | by round | target | met |",
+        "| --- | ---: | --- | --- | --- |",
+    ]
     for goal in goals:
         met = {True: "yes", False: "**no**", None: "(reference)"}[goal["met"]]
-        lines.append(f"| {goal['goal']} | {goal['value']} | {goal['target']} | {met} |")
+        rounds = ", ".join(str(value) for value in goal.get("rounds") or [])
+        lines.append(
+            f"| {goal['goal']} | {goal['value']} | {rounds} | {goal['target']} "
+            f"| {met} |"
+        )
     return lines
 
 
