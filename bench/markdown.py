@@ -30,9 +30,9 @@ def target_rows(phase: dict[str, Any]) -> list[str]:
 
 def worker_rows(phases: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| database | refunds | refunds/s | emails (with PDF) | webhooks "
-        "| webhooks/s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| database | refunds | refunds/s | emails (with PDF) | SMTP server "
+        "| webhooks | webhooks/s |",
+        "| --- | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for phase in phases:
         worker = phase.get("worker")
@@ -42,6 +42,7 @@ def worker_rows(phases: list[dict[str, Any]]) -> list[str]:
             f"| {phase['database']} | {worker['refunds']} "
             f"| {worker['refunds_per_second']} "
             f"| {worker['emails']} ({worker['emails_with_pdf']}) "
+            f"| {worker.get('smtp_server') or 'aiosmtpd'} "
             f"| {worker['webhooks']} | {worker['webhooks_per_second']} |"
         )
     return lines

@@ -81,7 +81,13 @@ from seed import (  # noqa: E402
     seed_reads,
     seed_writes,
 )
-from workers import SmtpSink, measure_worker, settings_for  # noqa: E402
+from workers import (  # noqa: E402
+    PostfixSink,
+    SmtpSink,
+    measure_worker,
+    settings_for,
+    smtp_sink,
+)
 
 RESULTS_DIR = BENCH_DIR / "results"
 READ_MODES = ("tracking", "refunds", "order")
@@ -110,6 +116,7 @@ class Options:
     keep: bool
     skip_worker: bool
     skip_reads: bool = False
+    smtp: str = "auto"
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -155,6 +162,14 @@ def parse_options(argv: list[str] | None = None) -> Options:
         action="store_true",
         help="Measure only the floor and the write endpoints (and the worker).",
     )
+    parser.add_argument(
+        "--smtp",
+        choices=("auto", "postfix", "aiosmtpd"),
+        default="auto",
+        help="The SMTP server the worker sends to: postfix's smtp-sink (Debian's "
+        "postfix package), aiosmtpd in this process, or auto: smtp-sink when "
+        "installed.",
+    )
     args = parser.parse_args(argv)
     databases = [name.strip() for name in args.databases.split(",") if name.strip()]
     unknown = sorted(set(databases) - {"sqlite", "postgres"})
@@ -174,6 +189,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         keep=args.keep,
         skip_worker=args.skip_worker,
         skip_reads=args.skip_reads,
+        smtp=args.smtp,
     )
 
 
@@ -216,7 +232,7 @@ class BenchRun:
         self.phases: list[Phase] = []
         self.base_epoch = int(time.time()) - 3600
         self.floor_body: Path | None = None
-        self.smtp: SmtpSink | None = None
+        self.smtp: SmtpSink | PostfixSink | None = None
         self.receiver: ServerGroup | None = None
         self.load_samples: list[tuple[str, tuple[float, float, float]]] = []
 
@@ -508,7 +524,7 @@ class BenchRun:
     def run_worker(self, kind: str) -> dict[str, Any]:
         console.rule(f"{kind}: worker")
         if self.smtp is None:
-            self.smtp = SmtpSink().start()
+            self.smtp = smtp_sink(self.options.smtp)
         if self.receiver is None:
             self.receiver = self.server("receiver", "receiver", None)
         database = self.database(kind, "worker")
@@ -526,7 +542,8 @@ class BenchRun:
         summary = result.as_dict()
         console.print(
             f"  {kind:8} refunds (label + email) {summary['refunds_per_second']}/s, "
-            f"webhooks {summary['webhooks_per_second']}/s"
+            f"webhooks {summary['webhooks_per_second']}/s, "
+            f"SMTP server {summary['smtp_server']}"
         )
         return summary
 
