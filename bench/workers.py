@@ -4,8 +4,8 @@ One `orderdesk worker` process runs against a database seeded with accepted
 refunds whose `refund.return_label` jobs are not due yet. After a warm-up batch,
 the bench makes the rest due in one transaction and times the worker until every
 refund's `mail.send` job is done. Per refund, the worker renders the label PDF and
-records the return parcel. Then it renders the label again for the attachment and
-sends the email to an SMTP server on loopback. Then the bench emits webhook
+records the return parcel. Then it attaches the label (kept rendered in the process)
+to the email and sends that to an SMTP server on loopback. Then the bench emits webhook
 events to an endpoint on a loopback receiver and times their deliveries.
 
 The SMTP server is postfix's `smtp-sink` where it is installed (Debian's postfix
