@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import platform
 import secrets
@@ -585,16 +586,20 @@ def summarize(target: Target) -> dict[str, Any]:
 
 def round_ratios(entry: dict[str, Any], base: dict[str, Any], name: str) -> list[float]:
     """Return entry's `name` over base's, round by round: the two were measured
-    minutes apart at most, under the same load."""
+    minutes apart at most, under the same load. A round where base's figure is 0
+    (no request answered) gives NaN, which meets no goal."""
     return [
-        round(mine[name] / theirs[name], 3)
+        round(mine[name] / theirs[name], 3) if theirs[name] else math.nan
         for mine, theirs in zip(entry["rounds"], base["rounds"], strict=True)
     ]
 
 
 def median_ratio(entry: dict[str, Any], base: dict[str, Any], name: str) -> float:
     """Return the median over the rounds of entry's `name` over base's."""
-    return round(statistics.median(round_ratios(entry, base, name)), 3)
+    ratios = round_ratios(entry, base, name)
+    if any(math.isnan(ratio) for ratio in ratios):
+        return math.nan
+    return round(statistics.median(ratios), 3)
 
 
 def phase_summary(phase: Phase) -> dict[str, Any]:

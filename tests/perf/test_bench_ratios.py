@@ -3,6 +3,7 @@ median over the rounds, so one slow round moves neither side alone."""
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,15 @@ def test_refund_goal_uses_writes_floor(rps, met):
     found = goal(bench.evaluate_goals([summary]), "sqlite: POST refunds req/s vs floor")
     assert found["met"] is met
     assert found["value"] == rps / 10_000
+
+
+def test_empty_floor_round_meets_no_goal():
+    floor = entry("floor", [(0, 0, 0), (8_000, 1, 2), (8_000, 1, 2)])
+    refunds = entry("POST refunds", [(0, 0, 0), (2_400, 5, 9), (2_400, 5, 9)])
+    goals = bench.evaluate_goals([with_ratios(phase([floor], [floor, refunds]))])
+    found = goal(goals, "sqlite: POST refunds req/s vs floor")
+    assert math.isnan(found["value"])
+    assert found["met"] is False
 
 
 def test_phase_summary_keeps_round_ratios():
