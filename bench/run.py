@@ -587,7 +587,7 @@ def summarize(target: Target) -> dict[str, Any]:
 def round_ratios(entry: dict[str, Any], base: dict[str, Any], name: str) -> list[float]:
     """Return entry's `name` over base's, round by round: the two were measured
     minutes apart at most, under the same load. A round where base's figure is 0
-    (no request answered) gives NaN, which meets no goal."""
+    (no request completed) gives NaN, which meets no goal."""
     return [
         round(mine[name] / theirs[name], 3) if theirs[name] else math.nan
         for mine, theirs in zip(entry["rounds"], base["rounds"], strict=True)
