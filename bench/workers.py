@@ -112,9 +112,9 @@ class PostfixSink:
     def start(self) -> PostfixSink:
         command = [SMTP_SINK, "-d", f"{self.folder}/"]
         if os.geteuid() == 0:
-            # smtp-sink does not run as root, and writes the files as this user.
+            # smtp-sink does not run as root: it writes the files as this user.
             command += ["-u", "nobody"]
-            self.folder.chmod(0o777)
+            shutil.chown(self.folder, user="nobody")
         command += [f"127.0.0.1:{self.port}", SMTP_SINK_BACKLOG]
         self.process = subprocess.Popen(command)
         deadline = time.monotonic() + 10
