@@ -607,14 +607,8 @@ def phase_summary(phase: Phase) -> dict[str, Any]:
     writes = [summarize(target) for target in phase.writes]
     floor = _floor_of(reads + writes, "floor")
     # The reads and the writes each run their own floor first in every round.
-    for part in (reads, writes):
-        round_floor = _named(part, "floor")
-        if round_floor is None:
-            continue
-        for entry in part:
-            entry["rps_ratios_by_round"] = round_ratios(entry, round_floor, "rps")
-            entry["rps_ratio_to_floor"] = median_ratio(entry, round_floor, "rps")
-            entry["p99_ratio_to_floor"] = median_ratio(entry, round_floor, "p99_ms")
+    add_floor_ratios(reads)
+    add_floor_ratios(writes)
     return {
         "database": phase.database,
         "floor": floor,
@@ -623,6 +617,18 @@ def phase_summary(phase: Phase) -> dict[str, Any]:
         "seeding": phase.seeding,
         "worker": phase.worker,
     }
+
+
+def add_floor_ratios(entries: list[dict[str, Any]]) -> None:
+    """Add to each entry its ratios to the floor run of the same list, round by
+    round and as medians. A list without a floor is left as it is."""
+    floor = _named(entries, "floor")
+    if floor is None:
+        return
+    for entry in entries:
+        entry["rps_ratios_by_round"] = round_ratios(entry, floor, "rps")
+        entry["rps_ratio_to_floor"] = median_ratio(entry, floor, "rps")
+        entry["p99_ratio_to_floor"] = median_ratio(entry, floor, "p99_ms")
 
 
 def _floor_of(entries: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -650,7 +656,8 @@ def _entry(summary: dict[str, Any], name: str) -> dict[str, Any] | None:
 
 
 def evaluate_goals(phases: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Check each goal on the median over the rounds of its ratio in each round."""
+    """Return every goal with its value and whether it is met. A ratio's value is
+    the median over the rounds of the ratio within each round."""
     goals: list[dict[str, Any]] = []
 
     def goal(

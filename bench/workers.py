@@ -85,8 +85,8 @@ class SmtpSink:
 
 
 class PostfixSink:
-    """Postfix's smtp-sink on loopback, which writes each message to a file of its
-    own, counted as messages and label attachments."""
+    """Postfix's smtp-sink on loopback. It writes each message to a file of its own,
+    and the files are counted as messages and label attachments."""
 
     name = "postfix smtp-sink"
 
@@ -141,14 +141,14 @@ class PostfixSink:
 def smtp_sink(choice: str) -> SmtpSink | PostfixSink:
     """Start the SMTP server named by `choice`: postfix, aiosmtpd or auto (postfix's
     smtp-sink when installed, else aiosmtpd)."""
-    if choice == "postfix" or (choice == "auto" and PostfixSink.available()):
-        if not PostfixSink.available():
-            raise RuntimeError(
-                f"{SMTP_SINK} is missing: install it with `apt-get install -y "
-                "postfix`, or pass --smtp aiosmtpd"
-            )
-        return PostfixSink().start()
-    return SmtpSink().start()
+    if choice == "aiosmtpd" or (choice == "auto" and not PostfixSink.available()):
+        return SmtpSink().start()
+    if not PostfixSink.available():
+        raise RuntimeError(
+            f"{SMTP_SINK} is missing: install it with `apt-get install -y postfix`, "
+            "or pass --smtp aiosmtpd"
+        )
+    return PostfixSink().start()
 
 
 @dataclass

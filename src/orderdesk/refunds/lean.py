@@ -112,10 +112,10 @@ _JSON_TYPES = frozenset(
 # No order has more line items than this, and larger indexes overflow the
 # database's integer type.
 MAX_LINE_ITEM_INDEX = 2**31 - 1
-# PostgreSQL connections of this path, each used by one batch at a time. With 32
-# requests in flight, two gave about 13% more refunds per second than eight (in
-# alternating runs of bench/run.py's refund load), because fewer batches in flight
-# make larger ones: one batch gathers while the other is written.
+# PostgreSQL connections of this path, each used by one batch at a time. Fewer
+# connections make larger batches, because one batch gathers requests while the
+# other is written. With 32 requests in flight, two gave about 13% more refunds per
+# second than eight in alternating runs of the benchmark's refund load.
 POSTGRES_WRITERS = 2
 # The maximum number of requests that one transaction of this path writes (see
 # _Batches).
