@@ -43,6 +43,9 @@ MISSING = "00000000-0000-4000-8000-000000000000"
 REPLY_WAIT_SECONDS = 5.0
 TIMEOUT_SECONDS = 0.5
 WARM_UP_WAIT_SECONDS = 30.0
+# How long post() waits for a reply it requires. It only bounds a hang: a loaded
+# machine once stalled a whole wave of requests for about 7 seconds.
+POST_WAIT_SECONDS = 30.0
 
 
 @dataclass
@@ -170,7 +173,7 @@ def half_body(app: FastAPI, order_id: str, key: str) -> Exchange:
 
 async def post(app: FastAPI, order_id: str, headers: Any, body: bytes) -> Reply:
     exchange = Exchange(app, refund_path(order_id), headers, [body])
-    reply = await exchange.reply()
+    reply = await exchange.reply(POST_WAIT_SECONDS)
     await exchange.finish()
     assert reply is not None, "no reply"
     return reply
